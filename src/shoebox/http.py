@@ -1,0 +1,75 @@
+"""FastAPI plumbing both services share: the error body of API.md and optional API-key auth."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shoebox.protocol import ErrorCode, ShoeboxError
+
+log = logging.getLogger(__name__)
+
+_STATUS_CODES = {
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.PATH_NOT_ALLOWED,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.VALIDATION,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.IMAGE_TOO_LARGE,
+    422: ErrorCode.VALIDATION,
+    429: ErrorCode.BUSY,
+}
+
+
+def error_response(exc: ShoeboxError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers or None)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every 4xx/5xx answers `{"error": {"code", "message"}}`: no HTML pages, no tracebacks."""
+
+    @app.exception_handler(ShoeboxError)
+    async def _shoebox(_: Request, exc: ShoeboxError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        message = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
+        return error_response(ShoeboxError(ErrorCode.VALIDATION, message, errors=errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, ErrorCode.INTERNAL if exc.status_code >= 500 else ErrorCode.VALIDATION)
+        err = ShoeboxError(code, str(exc.detail), status=exc.status_code)
+        if exc.headers:
+            err.headers = dict(exc.headers)
+        return error_response(err)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(ShoeboxError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}"))
+
+
+def install_api_key(app: FastAPI, api_key: str | None) -> None:
+    """When a key is set, every /api/v1 route needs `X-API-Key` (constant-time compare); /health stays open."""
+    if not api_key:
+        return
+    expected = api_key.encode()
+
+    @app.middleware("http")
+    async def _require_key(request: Request, call_next):
+        if request.url.path.startswith("/api/v1"):
+            given = request.headers.get("x-api-key", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return error_response(ShoeboxError(ErrorCode.UNAUTHORIZED, "missing or wrong X-API-Key"))
+        return await call_next(request)

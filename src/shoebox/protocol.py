@@ -1,0 +1,182 @@
+"""Wire schemas shared by both services and every client (see API.md).
+
+One definition of an error code, of a batch item, of a job and of a hit, imported by the
+ML service, the ingestion service, the CLI and the tests alike.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorCode(str, Enum):
+    UNAUTHORIZED = "ERR_UNAUTHORIZED"
+    VALIDATION = "ERR_VALIDATION"
+    NOT_FOUND = "ERR_NOT_FOUND"
+    PATH_NOT_FOUND = "ERR_PATH_NOT_FOUND"
+    PATH_NOT_ALLOWED = "ERR_PATH_NOT_ALLOWED"
+    FILE_READ = "ERR_FILE_READ"
+    UNSUPPORTED_FORMAT = "ERR_UNSUPPORTED_FORMAT"
+    DECODING_IMAGE = "ERR_DECODING_IMAGE"
+    DECODING_RAW = "ERR_DECODING_RAW"
+    IMAGE_TOO_LARGE = "ERR_IMAGE_TOO_LARGE"
+    CLIP_INFER = "ERR_CLIP_INFER"
+    BUSY = "ERR_BUSY"
+    ML_UNAVAILABLE = "ERR_ML_UNAVAILABLE"
+    VECTOR_DB = "ERR_VECTOR_DB"
+    CANCELLED = "ERR_CANCELLED"
+    INTERNAL = "ERR_INTERNAL"
+    # Added beyond the API.md floor (documented in the README's error table).
+    CONFLICT = "ERR_CONFLICT"
+    MODEL_MISMATCH = "ERR_MODEL_MISMATCH"
+
+
+# The HTTP status each code answers with when it is a whole-request error.
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.VALIDATION: 422,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.PATH_NOT_FOUND: 404,
+    ErrorCode.PATH_NOT_ALLOWED: 403,
+    ErrorCode.FILE_READ: 400,
+    ErrorCode.UNSUPPORTED_FORMAT: 415,
+    ErrorCode.DECODING_IMAGE: 422,
+    ErrorCode.DECODING_RAW: 422,
+    ErrorCode.IMAGE_TOO_LARGE: 413,
+    ErrorCode.CLIP_INFER: 500,
+    ErrorCode.BUSY: 429,
+    ErrorCode.ML_UNAVAILABLE: 503,
+    ErrorCode.VECTOR_DB: 503,
+    ErrorCode.CANCELLED: 409,
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.MODEL_MISMATCH: 409,
+}
+
+
+class ShoeboxError(Exception):
+    """An error with a contract code; raised anywhere, rendered as the API.md error body."""
+
+    def __init__(self, code: ErrorCode, message: str, *, status: int | None = None, **detail: Any) -> None:
+        super().__init__(message)
+        self.code = ErrorCode(code)
+        self.message = message
+        self.status = status if status is not None else HTTP_STATUS[self.code]
+        self.detail = detail
+        self.headers: dict[str, str] = {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code.value, "message": self.message, **self.detail}}
+
+
+class ItemError(BaseModel):
+    code: ErrorCode
+    message: str
+
+
+# ---------------------------------------------------------------- ML service
+
+
+class Capabilities(BaseModel):
+    safe_clip_batch: int
+    max_batch: int
+    model_name: str
+    embedding_dim: int
+    device: str
+    dtype: str
+    image_formats: list[str]
+    raw_formats: list[str]
+    captioning: bool = False
+    max_queue: int
+    test_model: bool = False
+    input_size: int = 224
+    throughput_img_s: float | None = None
+
+
+class TextEmbedRequest(BaseModel):
+    text: str | None = None
+    texts: list[str] | None = None
+
+
+class ImageIn(BaseModel):
+    unique_id: str
+    image_base64: str
+    filename: str = ""
+
+
+class BatchRequest(BaseModel):
+    images: list[ImageIn]
+
+
+class SingleEmbedRequest(BaseModel):
+    image_base64: str
+    filename: str = ""
+
+
+class Item(BaseModel):
+    unique_id: str
+    filename: str
+    embedding: list[float] | None = None
+    caption: str | None = None
+    width: int | None = None
+    height: int | None = None
+    error: ItemError | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[Item]
+    model_name: str
+    device_used: str
+
+
+# ---------------------------------------------------------------- ingestion service
+
+
+class JobStatus(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (JobStatus.PENDING, JobStatus.RUNNING)
+
+
+class FileError(BaseModel):
+    file: str
+    code: ErrorCode
+    message: str
+
+
+class Job(BaseModel):
+    job_id: str
+    collection_name: str
+    directory_path: str
+    status: JobStatus
+    progress: float = 0.0
+    total_files: int = 0
+    processed_files: int = 0
+    indexed: int = 0
+    cached: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    errors: list[FileError] = Field(default_factory=list)
+    logs: list[str] = Field(default_factory=list)
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class Hit(BaseModel):
+    id: str
+    score: float | None = None
+    filename: str
+    path: str
+    thumbnail_url: str
+    payload: dict[str, Any] = Field(default_factory=dict)
