@@ -1,0 +1,168 @@
+"""CLIP on ONNX Runtime: a model folder in Immich's OpenCLIP ONNX layout → normalised embeddings."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shoebox.ml.models.base import InferenceModel
+from shoebox.ml.models.tokenizer import TEST_MODEL_MARKER, ClipTokenizer
+from shoebox.ml.preprocess import PreprocessConfig
+from shoebox.ml.sessions.ort import OrtSession, cuda_available
+from shoebox.ml.sessions.ort import runtime_version as ort_runtime_version
+
+log = logging.getLogger(__name__)
+
+TEST_MODEL_PREFIX = "TEST-RANDOM-WEIGHTS:"
+
+_ONNX_TO_NUMPY = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+}
+
+
+def _l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32, copy=False)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, np.float32(1e-12))
+
+
+class ClipModel(InferenceModel):
+    """The visual and textual encoders of one model folder, sharing a device.
+
+    Configuration (size, embedding dimension, test-model marker) is read at construction, so the
+    service can describe the model before the sessions exist; `load()` builds the sessions.
+    """
+
+    def __init__(self, model_dir: Path, device: str = "auto", intra_op_threads: int = 0) -> None:
+        super().__init__()
+        self.model_dir = Path(model_dir)
+        self._requested_device = device
+        self._intra_op_threads = intra_op_threads
+        self._config: dict[str, Any] = json.loads((self.model_dir / "config.json").read_text())
+        self._preprocess_cfg = PreprocessConfig.from_file(self.model_dir / "visual" / "preprocess_cfg.json")
+        marker = self.model_dir / TEST_MODEL_MARKER
+        self._test_marker: dict[str, Any] | None = (
+            json.loads(marker.read_text() or "{}") if marker.exists() else None
+        )
+        self._visual: OrtSession | None = None
+        self._textual: OrtSession | None = None
+        self._tokenizer: ClipTokenizer | None = None
+        self._dtype = "fp32"
+
+    # ------------------------------------------------------------ description
+
+    @property
+    def is_test_model(self) -> bool:
+        return self._test_marker is not None
+
+    @property
+    def model_name(self) -> str:
+        name = self.model_dir.resolve().name
+        return f"{TEST_MODEL_PREFIX}{name}" if self.is_test_model else name
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self._config["embed_dim"])
+
+    @property
+    def input_size(self) -> int:
+        return self._preprocess_cfg.size
+
+    @property
+    def preprocess_cfg(self) -> PreprocessConfig:
+        return self._preprocess_cfg
+
+    @property
+    def context_length(self) -> int:
+        return int(self._config.get("text_cfg", {}).get("context_length", 77))
+
+    @property
+    def device(self) -> str:
+        """Where the visual encoder runs: "cuda" or "cpu" (a guess until loaded)."""
+        if self._visual is not None:
+            return self._visual.device
+        return "cuda" if self._requested_device in ("auto", "cuda") and cuda_available() else "cpu"
+
+    @property
+    def dtype(self) -> str:
+        return self._dtype
+
+    @property
+    def runtime_version(self) -> str:
+        return ort_runtime_version()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _load(self) -> None:
+        if self.is_test_model:
+            log.warning(
+                "!!! Loading TEST MODEL %s: random weights, search results are meaningless. "
+                "Set SHOEBOX_MODEL_DIR to a real model for real use. !!!",
+                self.model_dir,
+            )
+        visual_dir = self.model_dir / "visual"
+        fp16_path = visual_dir / "model_fp16.onnx"
+        visual: OrtSession | None = None
+        if fp16_path.exists() and self.device == "cuda":
+            visual = OrtSession(fp16_path, self._requested_device, self._intra_op_threads)
+            if visual.device == "cuda":
+                self._dtype = "fp16"
+            else:  # fp16 is only worth it (and only well supported) on the GPU
+                visual = None
+        if visual is None:
+            visual = OrtSession(visual_dir / "model.onnx", self._requested_device, self._intra_op_threads)
+            self._dtype = "fp32"
+        textual = OrtSession(
+            self.model_dir / "textual" / "model.onnx", self._requested_device, self._intra_op_threads
+        )
+        self._tokenizer = ClipTokenizer(self.model_dir / "textual", self.context_length)
+        self._visual, self._textual = visual, textual
+        log.info(
+            "loaded %s on %s (%s, %s, embedding_dim=%d)",
+            self.model_name,
+            visual.device,
+            self._dtype,
+            self.runtime_version,
+            self.embedding_dim,
+        )
+
+    # ------------------------------------------------------------ inference
+
+    def embed_images(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocessed images [N, 3, S, S] → L2-normalised embeddings [N, D] (float32)."""
+        self.ensure_loaded()
+        assert self._visual is not None
+        if batch.ndim != 4 or batch.shape[1:] != (3, self.input_size, self.input_size):
+            raise ValueError(
+                f"expected a [N, 3, {self.input_size}, {self.input_size}] batch, got {batch.shape}"
+            )
+        if len(batch) == 0:
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        name = self._visual.input_names[0]
+        dtype = _ONNX_TO_NUMPY.get(self._visual.input_types[name], np.float32)
+        feed = np.ascontiguousarray(batch, dtype=dtype)
+        return _l2_normalise(self._visual.run({name: feed})[0])
+
+    def tokenize(self, texts: list[str]) -> np.ndarray:
+        """Token ids [N, context_length] as the textual encoder takes them (int32 or int64)."""
+        self.ensure_loaded()
+        assert self._textual is not None and self._tokenizer is not None
+        name = self._textual.input_names[0]
+        # Immich's exports take int32 ids; other exports take int64, so ask the graph.
+        return self._tokenizer(texts, dtype=_ONNX_TO_NUMPY.get(self._textual.input_types[name], np.int32))
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Texts → L2-normalised embeddings [N, D] (float32)."""
+        self.ensure_loaded()
+        assert self._textual is not None
+        if not texts:
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        ids = self.tokenize(texts)
+        return _l2_normalise(self._textual.run({self._textual.input_names[0]: ids})[0])

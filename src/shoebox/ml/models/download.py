@@ -1,0 +1,104 @@
+"""Finding a model folder: a local one, the cache, or a download from the Hugging Face hub."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from shoebox.ml.config import MLSettings
+from shoebox.protocol import ErrorCode, ShoeboxError
+
+log = logging.getLogger(__name__)
+
+REQUIRED_FILES = (
+    "config.json",
+    "visual/model.onnx",
+    "visual/preprocess_cfg.json",
+    "textual/model.onnx",
+    "textual/tokenizer.json",
+    "textual/tokenizer_config.json",
+)
+# Immich's repositories also hold ARM NN and RKNN builds; only the ONNX files are ours to fetch.
+DOWNLOAD_PATTERNS = [
+    "config.json",
+    "visual/model.onnx",
+    "visual/model.onnx_data",
+    "visual/model_fp16.onnx",
+    "visual/preprocess_cfg.json",
+    "textual/model.onnx",
+    "textual/model.onnx_data",
+    "textual/*.json",
+    "textual/*.txt",
+]
+
+
+class ModelUnavailableError(ShoeboxError):
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.ML_UNAVAILABLE, message)
+
+
+def missing_files(model_dir: Path) -> list[str]:
+    return [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
+
+
+def is_complete(model_dir: Path) -> bool:
+    return model_dir.is_dir() and not missing_files(model_dir)
+
+
+def _how_to_get_a_model(settings: MLSettings) -> str:
+    return (
+        f"set SHOEBOX_MODEL_DIR to a model folder, allow the download of {settings.model_name}, "
+        "or run `shoebox model make-test --out DIR` for a random-weight test model"
+    )
+
+
+def resolve_model_dir(settings: MLSettings) -> Path:
+    """The model folder to load: SHOEBOX_MODEL_DIR, else the cached copy, else a fresh download."""
+    if settings.model_dir is not None:
+        model_dir = Path(settings.model_dir).expanduser()
+        if not is_complete(model_dir):
+            missing = ", ".join(missing_files(model_dir)) if model_dir.is_dir() else "the folder itself"
+            raise ModelUnavailableError(
+                f"SHOEBOX_MODEL_DIR={model_dir} is not a model folder (missing {missing})"
+            )
+        return model_dir
+
+    cached = Path(settings.model_cache_dir).expanduser() / settings.model_name
+    if is_complete(cached):
+        return cached
+    if settings.offline:
+        raise ModelUnavailableError(
+            f"model {settings.model_name} is not in {cached.parent} and SHOEBOX_OFFLINE is set: "
+            + _how_to_get_a_model(settings)
+        )
+    return _download(settings, cached)
+
+
+def _download(settings: MLSettings, target: Path) -> Path:
+    repo_id = f"{settings.model_repo_prefix}/{settings.model_name}"
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.utils import enable_progress_bars
+    except ImportError as exc:
+        raise ModelUnavailableError(
+            f"model {settings.model_name} is not cached and huggingface_hub is missing (install shoebox[ml]): "
+            + _how_to_get_a_model(settings)
+        ) from exc
+
+    log.info("downloading model %s from the Hugging Face hub into %s", repo_id, target)
+    enable_progress_bars()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        snapshot_download(repo_id=repo_id, local_dir=str(target), allow_patterns=DOWNLOAD_PATTERNS)
+    except Exception as exc:  # offline, DNS, HTTP errors, a missing repository: all mean no model
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ModelUnavailableError(
+            f"could not download model {repo_id} ({type(exc).__name__}: {reason}): "
+            + _how_to_get_a_model(settings)
+        ) from exc
+    if not is_complete(target):
+        raise ModelUnavailableError(
+            f"download of {repo_id} lacks {', '.join(missing_files(target))}: "
+            + _how_to_get_a_model(settings)
+        )
+    return target

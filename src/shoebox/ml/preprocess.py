@@ -1,0 +1,105 @@
+"""CLIP image preprocessing in NumPy/Pillow, identical to OpenCLIP's `image_transform` for inference.
+
+OpenCLIP (resize_mode "shortest") is torchvision's Resize(S, bicubic) on a PIL image, then
+CenterCrop(S), ToTensor and Normalize(mean, std). Each step is reproduced exactly here, including
+torchvision's truncation of the long side and its rounding of the crop offset, so embeddings match
+the reference pipeline (see tests/ml/test_preprocess_parity.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+_RESAMPLING = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _RESAMPLING:
+            raise ValueError(f"unsupported interpolation {self.interpolation!r}")
+        if self.resize_mode not in ("shortest", "squash"):
+            raise ValueError(f"unsupported resize_mode {self.resize_mode!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        size = data["size"]
+        # OpenCLIP writes [H, W]; CLIP models are square.
+        if isinstance(size, (list, tuple)):
+            if len(set(size)) != 1:
+                raise ValueError(f"non-square input size {size} is not supported")
+            size = size[0]
+        return cls(
+            size=int(size),
+            mean=tuple(float(x) for x in data["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(x) for x in data["std"]),  # type: ignore[arg-type]
+            interpolation=str(data.get("interpolation", "bicubic")),
+            resize_mode=str(data.get("resize_mode", "shortest")),
+        )
+
+    @classmethod
+    def from_file(cls, path: Path) -> PreprocessConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def shortest_side_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) after scaling the shortest side to `size`, truncated as torchvision does."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def resize_for_model(img: Image.Image, size: int, interpolation: str = "bicubic") -> Image.Image:
+    """Scale the shortest side to `size`: the first step of `preprocess`, exactly.
+
+    Others may call it to shrink an image before sending or caching it; preprocessing the result
+    then gives the same tensor as preprocessing the original, because `preprocess` leaves an image
+    whose shortest side is already `size` untouched (as torchvision's Resize does).
+    """
+    target = shortest_side_size(img.width, img.height, size)
+    if target == img.size:
+        return img
+    return img.resize(target, _RESAMPLING[interpolation])
+
+
+def center_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    # torchvision's CenterCrop uses Python's round(), which rounds halves to even.
+    left = int(round((width - size) / 2.0))
+    top = int(round((height - size) / 2.0))
+    return left, top, left + size, top + size
+
+
+def preprocess(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
+    """An RGB PIL image → float32 array [3, S, S], normalised with the model's mean/std."""
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    size = cfg.size
+    if cfg.resize_mode == "squash":
+        if img.size != (size, size):
+            img = img.resize((size, size), _RESAMPLING[cfg.interpolation])
+    else:
+        img = resize_for_model(img, size, cfg.interpolation)
+        if img.size != (size, size):
+            img = img.crop(center_crop_box(img.width, img.height, size))
+    pixels = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+    mean = np.asarray(cfg.mean, dtype=np.float32)
+    std = np.asarray(cfg.std, dtype=np.float32)
+    normalised = (pixels - mean) / std
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
