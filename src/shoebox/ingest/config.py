@@ -41,6 +41,9 @@ class IngestSettings(BaseSettings):
     hash_workers: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2))
     prepare_workers: int = Field(default_factory=lambda: os.cpu_count() or 2)
     queue_size: int = Field(default=256, description="Bound of each pipeline queue.")
+    inflight_bytes_limit: int = Field(
+        default=512 * 1024**2, description="File bytes read but not yet embedded, across one job (RAW originals are big)."
+    )
     thumbnail_size: int = 256
     max_image_pixels: int = 100_000_000
 

@@ -1,0 +1,30 @@
+"""`python -m shoebox.ingest --host H --port P`: run the ingestion orchestration service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from shoebox.ingest.app import create_app
+from shoebox.ingest.config import IngestSettings
+
+
+def main() -> None:
+    settings = IngestSettings()
+    parser = argparse.ArgumentParser(prog="python -m shoebox.ingest", description=__doc__)
+    parser.add_argument("--host", default=settings.host)
+    parser.add_argument("--port", type=int, default=settings.port)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # One line per ML batch would drown the job logs that matter.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, workers=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The ingestion orchestration service: FastAPI app over the catalog, the store and the job runner."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from shoebox.http import install_api_key, install_error_handlers
+from shoebox.ingest.config import IngestSettings
+from shoebox.ingest.context import ServiceContext, get_ctx
+from shoebox.ingest.routes import collections, ingest
+
+log = logging.getLogger(__name__)
+
+# Routes owned by the search area; optional so the service runs while they are being built.
+OPTIONAL_ROUTERS = ("shoebox.ingest.routes.search", "shoebox.ingest.routes.images")
+
+
+def create_app(settings: IngestSettings | None = None) -> FastAPI:
+    settings = settings or IngestSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = ServiceContext.open(settings)
+        app.state.ctx = ctx
+        resumed = ctx.jobs.resume_unfinished()
+        if resumed:
+            log.info("resumed %d unfinished ingest job(s)", resumed)
+        try:
+            yield
+        finally:
+            ctx.close()
+
+    app = FastAPI(title="Shoebox ingestion service", version="1", lifespan=lifespan)
+    install_error_handlers(app)
+    install_api_key(app, settings.api_key)
+
+    @app.get("/health", tags=["health"])
+    def health(ctx: ServiceContext = Depends(get_ctx)) -> dict:
+        return {"status": "ok", "ml": ctx.ml.probe(timeout=1.0), "vector_db": ctx.store.kind}
+
+    app.include_router(collections.router)
+    app.include_router(ingest.router)
+    for module_name in OPTIONAL_ROUTERS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            log.warning("%s not available: %s", module_name, exc)
+            continue
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,352 @@
+"""The ingestion catalog: jobs, per-file outcomes, logs, known files and the collections registry.
+
+SQLite in WAL mode under the data dir, so it survives restarts (even `kill -9`: a committed
+transaction is on disk). One connection guarded by a lock serves every thread; the pipeline
+writes in batches (one transaction per batch of finished files) so that a re-ingest of tens of
+thousands of unchanged files costs a handful of commits, not one per file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from shoebox.protocol import FileError, Job, JobStatus
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS collections (
+    name TEXT PRIMARY KEY,
+    model_name TEXT,
+    embedding_dim INTEGER,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    collection_name TEXT NOT NULL,
+    directory_path TEXT NOT NULL,
+    status TEXT NOT NULL,
+    total_files INTEGER NOT NULL DEFAULT 0,
+    scan_done INTEGER NOT NULL DEFAULT 0,
+    indexed INTEGER NOT NULL DEFAULT 0,
+    cached INTEGER NOT NULL DEFAULT 0,
+    unchanged INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS job_files (
+    job_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    code TEXT,
+    message TEXT,
+    PRIMARY KEY (job_id, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_logs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_logs_job ON job_logs (job_id, id);
+CREATE TABLE IF NOT EXISTS known_files (
+    collection TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (collection, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS known_files_sha ON known_files (collection, sha256);
+"""
+
+OUTCOMES = ("indexed", "cached", "unchanged", "failed")
+# A job's status answer stays small even when a whole disk failed.
+MAX_ERRORS_SHOWN = 1000
+MAX_LOGS_SHOWN = 500
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    name: str
+    model_name: str | None
+    embedding_dim: int | None
+    created_at: str
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """How one file ended in one job; `code`/`message` only for `failed`."""
+
+    path: str
+    outcome: str
+    code: str | None = None
+    message: str | None = None
+
+
+class Catalog:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL: a process crash loses nothing committed; only an OS crash may lose the last commits.
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    # ------------------------------------------------------------ meta
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # ------------------------------------------------------------ collections
+
+    def get_collection(self, name: str) -> CollectionRecord | None:
+        rows = self._query("SELECT * FROM collections WHERE name = ?", (name,))
+        return CollectionRecord(**dict(rows[0])) if rows else None
+
+    def list_collections(self) -> list[CollectionRecord]:
+        return [CollectionRecord(**dict(r)) for r in self._query("SELECT * FROM collections ORDER BY name")]
+
+    def add_collection(
+        self, name: str, model_name: str | None = None, embedding_dim: int | None = None
+    ) -> bool:
+        """Register a collection; False when it already exists."""
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT OR IGNORE INTO collections (name, model_name, embedding_dim, created_at) VALUES (?, ?, ?, ?)",
+                (name, model_name, embedding_dim, utc_now()),
+            )
+            return cur.rowcount == 1
+
+    def set_collection_model(self, name: str, model_name: str, embedding_dim: int) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO collections (name, model_name, embedding_dim, created_at) VALUES (?, ?, ?, ?)",
+                (name, model_name, embedding_dim, utc_now()),
+            )
+            c.execute(
+                "UPDATE collections SET model_name = ?, embedding_dim = ? WHERE name = ?",
+                (model_name, embedding_dim, name),
+            )
+
+    def delete_collection(self, name: str) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM collections WHERE name = ?", (name,))
+            c.execute("DELETE FROM known_files WHERE collection = ?", (name,))
+
+    # ------------------------------------------------------------ known files
+
+    def known_files_under(self, collection: str, folder: str) -> dict[str, KnownFile]:
+        """Every known file of `collection` below `folder`, loaded in one query (change detection)."""
+        prefix = folder.rstrip("/") + "/"
+        # A range scan on the primary key instead of LIKE, so `_`/`%` in folder names mean nothing.
+        rows = self._query(
+            "SELECT path, size, mtime_ns, sha256 FROM known_files WHERE collection = ? AND path >= ? AND path < ?",
+            (collection, prefix, prefix[:-1] + "0"),
+        )
+        return {r["path"]: KnownFile(r["size"], r["mtime_ns"], r["sha256"]) for r in rows}
+
+    def paths_of_sha(self, collection: str, sha256: str) -> list[str]:
+        rows = self._query(
+            "SELECT path FROM known_files WHERE collection = ? AND sha256 = ? ORDER BY path",
+            (collection, sha256),
+        )
+        return [r["path"] for r in rows]
+
+    def known_count(self, collection: str) -> int:
+        return self._query("SELECT COUNT(*) AS n FROM known_files WHERE collection = ?", (collection,))[0][
+            "n"
+        ]
+
+    # ------------------------------------------------------------ jobs
+
+    def create_job(self, job_id: str, collection: str, directory: str) -> None:
+        with self._tx() as c:
+            seq = c.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            c.execute(
+                "INSERT INTO jobs (job_id, collection_name, directory_path, status, created_at, seq)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, collection, directory, JobStatus.PENDING.value, utc_now(), seq),
+            )
+
+    def set_job_status(self, job_id: str, status: JobStatus) -> None:
+        with self._tx() as c:
+            if status == JobStatus.RUNNING:
+                c.execute(
+                    "UPDATE jobs SET status = ?, started_at = COALESCE(started_at, ?) WHERE job_id = ?",
+                    (status.value, utc_now(), job_id),
+                )
+            elif status.finished:
+                c.execute(
+                    "UPDATE jobs SET status = ?, finished_at = ? WHERE job_id = ?",
+                    (status.value, utc_now(), job_id),
+                )
+                # Successful outcomes only matter to resume a job, and the counters keep them: a library
+                # re-ingested daily would otherwise grow this table by its size every day.
+                c.execute("DELETE FROM job_files WHERE job_id = ? AND outcome != 'failed'", (job_id,))
+            else:
+                c.execute("UPDATE jobs SET status = ? WHERE job_id = ?", (status.value, job_id))
+
+    def set_total(self, job_id: str, total: int, scan_done: bool) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE jobs SET total_files = ?, scan_done = ? WHERE job_id = ?",
+                (total, int(scan_done), job_id),
+            )
+
+    def job_status(self, job_id: str) -> JobStatus | None:
+        rows = self._query("SELECT status FROM jobs WHERE job_id = ?", (job_id,))
+        return JobStatus(rows[0]["status"]) if rows else None
+
+    def unfinished_jobs(self) -> list[tuple[str, str, str]]:
+        """(job_id, collection, directory) of jobs a stopped service left pending or running, oldest first."""
+        rows = self._query(
+            "SELECT job_id, collection_name, directory_path FROM jobs WHERE status IN (?, ?) ORDER BY seq",
+            (JobStatus.PENDING.value, JobStatus.RUNNING.value),
+        )
+        return [(r["job_id"], r["collection_name"], r["directory_path"]) for r in rows]
+
+    def done_paths(self, job_id: str) -> set[str]:
+        return {r["path"] for r in self._query("SELECT path FROM job_files WHERE job_id = ?", (job_id,))}
+
+    def record(
+        self,
+        job_id: str,
+        collection: str,
+        outcomes: list[FileOutcome],
+        known: list[tuple[str, int, int, str]] = (),  # type: ignore[assignment]
+        forget: list[str] = (),  # type: ignore[assignment]
+    ) -> None:
+        """Write finished files, their counters and the known-files rows in ONE transaction.
+
+        Counters and outcomes can therefore never disagree, whatever moment the process dies at.
+        `known` rows are (path, size, mtime_ns, sha256); `forget` drops paths from known files.
+        """
+        if not outcomes and not known and not forget:
+            return
+        counts = dict.fromkeys(OUTCOMES, 0)
+        with self._tx() as c:
+            for o in outcomes:
+                cur = c.execute(
+                    "INSERT OR IGNORE INTO job_files (job_id, path, outcome, code, message) VALUES (?, ?, ?, ?, ?)",
+                    (job_id, o.path, o.outcome, o.code, o.message),
+                )
+                counts[o.outcome] += cur.rowcount
+            if known:
+                c.executemany(
+                    "INSERT OR REPLACE INTO known_files (collection, path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?, ?)",
+                    [(collection, *k) for k in known],
+                )
+            if forget:
+                c.executemany(
+                    "DELETE FROM known_files WHERE collection = ? AND path = ?",
+                    [(collection, p) for p in forget],
+                )
+            if any(counts.values()):
+                c.execute(
+                    "UPDATE jobs SET indexed = indexed + ?, cached = cached + ?, unchanged = unchanged + ?,"
+                    " failed = failed + ? WHERE job_id = ?",
+                    (counts["indexed"], counts["cached"], counts["unchanged"], counts["failed"], job_id),
+                )
+
+    def log(self, job_id: str, line: str) -> None:
+        stamp = time.strftime("%H:%M:%S", time.gmtime())
+        with self._tx() as c:
+            c.execute("INSERT INTO job_logs (job_id, line) VALUES (?, ?)", (job_id, f"{stamp} {line}"))
+
+    def get_job(self, job_id: str, *, details: bool = True) -> Job | None:
+        rows = self._query("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        return self._job_from_row(rows[0], details) if rows else None
+
+    def list_jobs(self, limit: int = 200) -> list[Job]:
+        rows = self._query("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))
+        return [self._job_from_row(r, False) for r in rows]
+
+    def _job_from_row(self, row: sqlite3.Row, details: bool) -> Job:
+        done = row["indexed"] + row["cached"] + row["unchanged"] + row["failed"]
+        total = max(row["total_files"], done)
+        errors: list[FileError] = []
+        logs: list[str] = []
+        if details:
+            errors = [
+                FileError(file=r["path"], code=r["code"], message=r["message"] or "")
+                for r in self._query(
+                    "SELECT path, code, message FROM job_files WHERE job_id = ? AND outcome = 'failed'"
+                    " ORDER BY path LIMIT ?",
+                    (row["job_id"], MAX_ERRORS_SHOWN),
+                )
+            ]
+            logs = [
+                r["line"]
+                for r in reversed(
+                    self._query(
+                        "SELECT line FROM job_logs WHERE job_id = ? ORDER BY id DESC LIMIT ?",
+                        (row["job_id"], MAX_LOGS_SHOWN),
+                    )
+                )
+            ]
+        return Job(
+            job_id=row["job_id"],
+            collection_name=row["collection_name"],
+            directory_path=row["directory_path"],
+            status=JobStatus(row["status"]),
+            progress=(done / total) if total else (1.0 if JobStatus(row["status"]).finished else 0.0),
+            total_files=total,
+            processed_files=done,
+            indexed=row["indexed"],
+            cached=row["cached"],
+            unchanged=row["unchanged"],
+            failed=row["failed"],
+            errors=errors,
+            logs=logs,
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+        )

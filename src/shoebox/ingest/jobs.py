@@ -1,0 +1,210 @@
+"""Ingest jobs: validation, persistence, one thread per job, serialised per collection, resumed at start.
+
+A job is a row in the catalog before it is anything else, so it survives any stop. Two jobs on
+the same collection never run at once: the second waits (`pending`) for the first, because the
+store stage merges `paths` by read-modify-write. At start-up, jobs a stopped service left
+`pending` or `running` are started again; they skip the files they already finished, and point
+ids come from content, so nothing is lost and nothing is stored twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from shoebox.ingest.cache import EmbeddingCache
+from shoebox.ingest.catalog import Catalog
+from shoebox.ingest.config import IngestSettings
+from shoebox.ingest.ml_client import MLClient
+from shoebox.ingest.pipeline import IngestPipeline
+from shoebox.ingest.scan import is_within
+from shoebox.ingest.store import VectorStore
+from shoebox.protocol import ErrorCode, Job, JobStatus, ShoeboxError
+
+log = logging.getLogger(__name__)
+
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def validate_collection_name(name: str) -> str:
+    if not COLLECTION_NAME.match(name or ""):
+        raise ShoeboxError(
+            ErrorCode.VALIDATION,
+            f"invalid collection name {name!r}: 1-64 letters, digits, '_', '-', '.', starting with a letter or digit",
+        )
+    return name
+
+
+def resolve_ingest_dir(directory: str, roots: list[Path]) -> str:
+    """The real path of `directory` if it is inside an allowed root (links and `..` resolved first)."""
+    if not directory or "\x00" in directory:
+        raise ShoeboxError(ErrorCode.VALIDATION, "directory_path is required")
+    real = os.path.realpath(os.path.expanduser(directory))
+    allowed = [os.path.realpath(r) for r in roots]
+    if not allowed or not is_within(real, allowed):
+        raise ShoeboxError(
+            ErrorCode.PATH_NOT_ALLOWED,
+            f"{directory} is outside the allowed ingest roots (SHOEBOX_INGEST_ROOTS"
+            + (f" = {', '.join(allowed)})" if allowed else " is not set)"),
+        )
+    if not os.path.isdir(real):
+        raise ShoeboxError(ErrorCode.PATH_NOT_FOUND, f"no such folder: {directory}")
+    return real
+
+
+class JobRunner:
+    def __init__(
+        self,
+        *,
+        settings: IngestSettings,
+        catalog: Catalog,
+        store: VectorStore,
+        cache: EmbeddingCache,
+        ml: MLClient,
+        thumbs_dir: Path,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.store = store
+        self.cache = cache
+        self.ml = ml
+        self.thumbs_dir = thumbs_dir
+        self.shutdown = threading.Event()
+        self._cancels: dict[str, threading.Event] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._collection_locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self.on_finished: Callable[[str, JobStatus], None] | None = None
+
+    # ------------------------------------------------------------ public
+
+    def submit(self, directory: str, collection: str) -> Job:
+        validate_collection_name(collection)
+        real = resolve_ingest_dir(directory, self.settings.ingest_roots)
+        rec = self.catalog.get_collection(collection)
+        if rec is not None and rec.model_name:
+            caps = self.ml.capabilities(timeout=3.0)
+            if caps is not None and caps.model_name != rec.model_name:
+                raise ShoeboxError(
+                    ErrorCode.MODEL_MISMATCH,
+                    f"collection {collection!r} was built with model {rec.model_name!r} "
+                    f"but the ML service serves {caps.model_name!r}: embeddings of different models "
+                    "cannot be mixed; use another collection or the original model",
+                    collection_model=rec.model_name,
+                    ml_model=caps.model_name,
+                )
+        if rec is None:
+            self.catalog.add_collection(collection)
+        job_id = uuid.uuid4().hex
+        self.catalog.create_job(job_id, collection, real)
+        self.catalog.log(job_id, f"queued: {real} → collection {collection!r}")
+        self._start(job_id, collection, real)
+        job = self.catalog.get_job(job_id)
+        assert job is not None
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.catalog.get_job(job_id, details=False)
+        if job is None:
+            raise ShoeboxError(ErrorCode.NOT_FOUND, f"no job {job_id}")
+        if not job.status.finished:
+            with self._lock:
+                event = self._cancels.get(job_id)
+            if event is not None:
+                event.set()
+                thread = self._threads.get(job_id)
+                if thread is not None:
+                    thread.join(timeout=10.0)  # cancel is prompt: answer with the final state when we can
+            if self.catalog.job_status(job_id) in (JobStatus.PENDING, JobStatus.RUNNING) and event is None:
+                self.catalog.set_job_status(job_id, JobStatus.CANCELLED)
+        result = self.catalog.get_job(job_id)
+        assert result is not None
+        return result
+
+    def resume_unfinished(self) -> int:
+        """Start again the jobs a previous run of the service left pending or running."""
+        jobs = self.catalog.unfinished_jobs()
+        for job_id, collection, directory in jobs:
+            self.catalog.log(job_id, "service restarted: resuming")
+            self._start(job_id, collection, directory)
+        return len(jobs)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> None:
+        thread = self._threads.get(job_id)
+        if thread is not None:
+            thread.join(timeout)
+
+    def stop_all(self, timeout: float = 10.0) -> None:
+        """Service shutdown: stop every job WITHOUT finishing it, so the next start resumes it."""
+        self.shutdown.set()
+        with self._lock:
+            threads = list(self._threads.values())
+        for t in threads:
+            t.join(timeout)
+
+    # ------------------------------------------------------------ internals
+
+    def _start(self, job_id: str, collection: str, directory: str) -> None:
+        cancel = threading.Event()
+        thread = threading.Thread(
+            target=self._run,
+            args=(job_id, collection, directory, cancel),
+            name=f"job-{job_id[:8]}",
+            daemon=True,
+        )
+        with self._lock:
+            self._cancels[job_id] = cancel
+            self._threads[job_id] = thread
+            self._collection_locks.setdefault(collection, threading.Lock())
+        thread.start()
+
+    def _run(self, job_id: str, collection: str, directory: str, cancel: threading.Event) -> None:
+        lock = self._collection_locks[collection]
+        try:
+            # Serialise jobs of one collection: the store merges paths by read-modify-write.
+            while not lock.acquire(timeout=0.2):
+                if cancel.is_set():
+                    self.catalog.set_job_status(job_id, JobStatus.CANCELLED)
+                    self.catalog.log(job_id, "cancelled before it started")
+                    return
+                if self.shutdown.is_set():
+                    return
+            try:
+                if cancel.is_set():
+                    self.catalog.set_job_status(job_id, JobStatus.CANCELLED)
+                    return
+                self.catalog.set_job_status(job_id, JobStatus.RUNNING)
+                pipeline = IngestPipeline(
+                    settings=self.settings,
+                    catalog=self.catalog,
+                    store=self.store,
+                    cache=self.cache,
+                    ml=self.ml,
+                    thumbs_dir=self.thumbs_dir,
+                    job_id=job_id,
+                    collection=collection,
+                    directory=directory,
+                    cancel=cancel,
+                    shutdown=self.shutdown,
+                )
+                try:
+                    status = pipeline.run()
+                except Exception as exc:
+                    log.exception("job %s crashed", job_id)
+                    self.catalog.log(job_id, f"failed: internal error: {exc}")
+                    status = JobStatus.FAILED
+                if status is not None:
+                    self.catalog.set_job_status(job_id, status)
+                    if self.on_finished:
+                        self.on_finished(job_id, status)
+            finally:
+                lock.release()
+        finally:
+            with self._lock:
+                self._cancels.pop(job_id, None)
+                self._threads.pop(job_id, None)

@@ -1,0 +1,286 @@
+"""Client of the ML inference service(s): several URLs, least-loaded healthy one, retries.
+
+- 429 `ERR_BUSY` → wait `Retry-After`, then try again (the service is alive, so this never
+  counts towards the unavailability bound);
+- connection errors and 5xx → exponential backoff; when no endpoint answered for longer than
+  `ml_unavailable_timeout_s` → `ShoeboxError(ERR_ML_UNAVAILABLE)`;
+- after an endpoint failed, its capabilities are asked again before the next batch, so a
+  restarted ML service (maybe with another model or batch size) is seen at once.
+
+Synchronous (httpx.Client is thread-safe): the pipeline calls it from worker threads, and
+FastAPI runs `def` routes in its threadpool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from shoebox.ingest.config import IngestSettings
+from shoebox.protocol import Capabilities, ErrorCode, Item, ShoeboxError
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 5.0
+
+
+@dataclass
+class _Endpoint:
+    url: str
+    inflight: int = 0
+    healthy: bool = True
+    capabilities: Capabilities | None = None
+    stale: bool = True  # capabilities must be (re)read before the next batch
+    failed_at: float = 0.0
+
+
+@dataclass
+class BatchFile:
+    unique_id: str
+    filename: str
+    data: bytes
+    content_type: str | None = None
+
+
+@dataclass
+class _Attempt:
+    first_failure: float | None = None
+    delay: float = 0.25
+    errors: list[str] = field(default_factory=list)
+
+
+class MLClient:
+    def __init__(self, settings: IngestSettings) -> None:
+        self.settings = settings
+        self._endpoints = [_Endpoint(url) for url in settings.ml_endpoints]
+        self._lock = threading.Lock()
+        headers = {"X-API-Key": settings.ml_api_key} if settings.ml_api_key else {}
+        self._http = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(settings.ml_timeout_s, connect=5.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+        self.batches_sent = 0
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ------------------------------------------------------------ capabilities
+
+    def _fetch_capabilities(self, ep: _Endpoint, timeout: float | None = None) -> Capabilities:
+        r = self._http.get(ep.url + "/api/v1/capabilities", timeout=timeout or 10.0)
+        if r.status_code >= 500:  # e.g. still loading its model: retried like any outage
+            raise httpx.HTTPStatusError(f"HTTP {r.status_code}", request=r.request, response=r)
+        _raise_for_error(r)
+        caps = Capabilities.model_validate(r.json())
+        with self._lock:
+            if ep.capabilities and ep.capabilities.model_name != caps.model_name:
+                log.warning(
+                    "ML service %s now serves %s (was %s)",
+                    ep.url,
+                    caps.model_name,
+                    ep.capabilities.model_name,
+                )
+            ep.capabilities, ep.stale, ep.healthy = caps, False, True
+        return caps
+
+    def capabilities(self, *, timeout: float = 3.0) -> Capabilities | None:
+        """Capabilities of a reachable ML service (fresh when it was restarted), None when none answers."""
+        for ep in self._by_load():
+            if ep.capabilities and not ep.stale:
+                return ep.capabilities
+            try:
+                return self._fetch_capabilities(ep, timeout)
+            except (httpx.HTTPError, ShoeboxError, ValueError):
+                self._mark_failed(ep)
+        return None
+
+    def known_capabilities(self) -> Capabilities | None:
+        """Last capabilities seen, without any network call."""
+        for ep in self._endpoints:
+            if ep.capabilities:
+                return ep.capabilities
+        return None
+
+    def batch_size(self) -> int:
+        caps = [ep.capabilities.safe_clip_batch for ep in self._endpoints if ep.capabilities]
+        safe = min(caps) if caps else self.settings.ml_inference_batch_size
+        return max(1, min(self.settings.ml_inference_batch_size, safe))
+
+    def probe(self, timeout: float = 1.0) -> dict:
+        """For /health: is any ML service reachable, and its safe batch."""
+        for ep in self._endpoints:
+            try:
+                r = self._http.get(ep.url + "/health", timeout=timeout)
+                if r.status_code == 200:
+                    if ep.stale or ep.capabilities is None:
+                        try:
+                            self._fetch_capabilities(ep, timeout)
+                        except (httpx.HTTPError, ShoeboxError, ValueError):
+                            pass
+                    caps = ep.capabilities
+                    return {"reachable": True, "safe_clip_batch": caps.safe_clip_batch if caps else None}
+            except httpx.HTTPError:
+                self._mark_failed(ep)
+        return {"reachable": False, "safe_clip_batch": None}
+
+    # ------------------------------------------------------------ endpoint choice
+
+    def _by_load(self) -> list[_Endpoint]:
+        with self._lock:
+            return sorted(self._endpoints, key=lambda e: (not e.healthy, e.inflight, e.failed_at))
+
+    def _mark_failed(self, ep: _Endpoint) -> None:
+        with self._lock:
+            ep.healthy, ep.stale, ep.failed_at = False, True, time.monotonic()
+
+    # ------------------------------------------------------------ calls
+
+    def _with_retries(
+        self,
+        call: Callable[[_Endpoint], httpx.Response],
+        *,
+        unavailable_after: float,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> httpx.Response:
+        attempt = _Attempt()
+        while True:
+            if should_stop and should_stop():
+                raise ShoeboxError(ErrorCode.CANCELLED, "stopped while waiting for the ML service")
+            ep = self._by_load()[0]
+            try:
+                if ep.stale:
+                    self._fetch_capabilities(ep)
+                with self._lock:
+                    ep.inflight += 1
+                try:
+                    r = call(ep)
+                finally:
+                    with self._lock:
+                        ep.inflight -= 1
+                if r.status_code == 429:
+                    wait = _retry_after(r)
+                    attempt.first_failure = None  # busy is alive
+                    _sleep(wait, should_stop)
+                    continue
+                if r.status_code >= 500:
+                    raise httpx.HTTPStatusError(f"HTTP {r.status_code}", request=r.request, response=r)
+                with self._lock:
+                    ep.healthy = True
+                return r
+            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                self._mark_failed(ep)
+                now = time.monotonic()
+                attempt.first_failure = attempt.first_failure or now
+                attempt.errors.append(f"{ep.url}: {exc}")
+                if now - attempt.first_failure >= unavailable_after:
+                    raise ShoeboxError(
+                        ErrorCode.ML_UNAVAILABLE,
+                        f"ML service unavailable for {unavailable_after:.0f}s ({attempt.errors[-1]})",
+                    ) from exc
+                _sleep(attempt.delay, should_stop)
+                attempt.delay = min(attempt.delay * 2, MAX_BACKOFF_S)
+
+    def embed_batch(
+        self, files: list[BatchFile], *, should_stop: Callable[[], bool] | None = None
+    ) -> tuple[list[Item], str]:
+        """Embed a batch (multipart); returns the items (same order) and the model name that made them."""
+
+        def call(ep: _Endpoint) -> httpx.Response:
+            parts = [
+                ("files", (f.filename, f.data, f.content_type or _content_type(f.filename))) for f in files
+            ]
+            ids = json.dumps([f.unique_id for f in files])
+            return self._http.post(
+                ep.url + "/api/v1/batch_embed_and_caption_multipart", files=parts, data={"unique_ids": ids}
+            )
+
+        r = self._with_retries(
+            call, unavailable_after=self.settings.ml_unavailable_timeout_s, should_stop=should_stop
+        )
+        _raise_for_error(r)
+        body = r.json()
+        self.batches_sent += 1
+        by_id = {item["unique_id"]: Item.model_validate(item) for item in body["results"]}
+        items = [
+            by_id.get(f.unique_id)
+            or Item(
+                unique_id=f.unique_id,
+                filename=f.filename,
+                error={"code": "ERR_CLIP_INFER", "message": "missing"},
+            )
+            for f in files
+        ]
+        return items, body.get("model_name", "")
+
+    def embed_text(self, text: str) -> list[float]:
+        """Embed a search query (the ML service's priority lane); fails fast when no ML answers."""
+        r = self._with_retries(
+            lambda ep: self._http.post(ep.url + "/api/v1/embed_text", json={"text": text}, timeout=30.0),
+            unavailable_after=min(5.0, self.settings.ml_unavailable_timeout_s),
+        )
+        _raise_for_error(r)
+        return list(r.json()["embedding"])
+
+    def embed_image(self, data: bytes, filename: str) -> list[float]:
+        """Embed one uploaded image (any supported format, RAW included) for search by image."""
+        items, _ = self._embed_one(data, filename)
+        item = items[0]
+        if item.error is not None:
+            raise ShoeboxError(item.error.code, item.error.message)
+        assert item.embedding is not None
+        return list(item.embedding)
+
+    def _embed_one(self, data: bytes, filename: str) -> tuple[list[Item], str]:
+        f = BatchFile("query", filename or "upload", data)
+
+        def call(ep: _Endpoint) -> httpx.Response:
+            return self._http.post(
+                ep.url + "/api/v1/batch_embed_and_caption_multipart",
+                files=[("files", (f.filename, f.data, _content_type(f.filename)))],
+                data={"unique_ids": json.dumps([f.unique_id])},
+                timeout=60.0,
+            )
+
+        r = self._with_retries(call, unavailable_after=min(10.0, self.settings.ml_unavailable_timeout_s))
+        _raise_for_error(r)
+        body = r.json()
+        return [Item.model_validate(i) for i in body["results"]], body.get("model_name", "")
+
+
+def _content_type(filename: str) -> str:
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+def _retry_after(r: httpx.Response) -> float:
+    try:
+        return min(max(float(r.headers.get("retry-after", "1")), 0.05), 30.0)
+    except ValueError:
+        return 1.0
+
+
+def _sleep(seconds: float, should_stop: Callable[[], bool] | None) -> None:
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if should_stop and should_stop():
+            return
+        time.sleep(min(left, 0.1))
+
+
+def _raise_for_error(r: httpx.Response) -> None:
+    """A 4xx from the ML service becomes a ShoeboxError with the service's own code and message."""
+    if r.status_code < 400:
+        return
+    try:
+        err = r.json()["error"]
+        code, message = ErrorCode(err["code"]), err.get("message", "")
+    except (ValueError, KeyError, TypeError):
+        code, message = ErrorCode.ML_UNAVAILABLE, r.text[:200]
+    raise ShoeboxError(code, f"ML service: {message}", status=502 if code == ErrorCode.UNAUTHORIZED else None)

@@ -1,0 +1,1 @@
+"""HTTP routes of the ingestion service, one module per area of API.md."""

@@ -1,0 +1,138 @@
+"""Folder traversal: threads over `os.scandir`, yielding supported files in a deterministic order.
+
+Directories are listed in parallel (listing is I/O-bound: on network or spinning disks most of
+the time is waiting), but files come out in sorted depth-first order, so two scans of the same
+tree always yield the same sequence. Hidden and system entries are skipped; a symlink that
+leaves the allowed roots, or that loops back into a folder already being walked, is refused
+and reported through `on_refused`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as statmod
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+# Folders and files that operating systems, NAS boxes and cameras litter photo trees with.
+SYSTEM_NAMES = frozenset(
+    {
+        "thumbs.db",
+        "desktop.ini",
+        "@eadir",
+        "#recycle",
+        "$recycle.bin",
+        "system volume information",
+        "lost+found",
+        "__macosx",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    path: str  # absolute path as found in the tree (links not resolved), the file's identity
+    size: int
+    mtime_ns: int
+    error: str | None = None  # set when the entry is a file name we accept but cannot stat (dangling link)
+
+
+def normalize_extensions(exts: Iterable[str]) -> frozenset[str]:
+    return frozenset(("." + e.lower().lstrip(".")) for e in exts if e)
+
+
+def is_within(path: str, roots: Iterable[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _skip(name: str) -> bool:
+    return name.startswith(".") or name.lower() in SYSTEM_NAMES
+
+
+@dataclass
+class _Listing:
+    files: list[ScannedFile]
+    subdirs: list[tuple[str, str]]  # (path as found, resolved real path)
+
+
+class FolderScanner:
+    def __init__(
+        self,
+        extensions: Iterable[str],
+        allowed_roots: Iterable[Path],
+        *,
+        workers: int = 8,
+        on_refused: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.extensions = normalize_extensions(extensions)
+        self.allowed_roots = [os.path.realpath(r) for r in allowed_roots]
+        self.workers = max(1, workers)
+        self.on_refused = on_refused or (lambda path, reason: None)
+        # Set when a folder could not be listed: absent files may then just be unreadable, not deleted.
+        self.incomplete = False
+
+    def _list(self, directory: str) -> _Listing:
+        files: list[ScannedFile] = []
+        subdirs: list[tuple[str, str]] = []
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            self.incomplete = True
+            self.on_refused(directory, f"cannot list folder: {exc.strerror or exc}")
+            return _Listing(files, subdirs)
+        for entry in entries:
+            if _skip(entry.name):
+                continue
+            try:
+                is_link = entry.is_symlink()
+                if is_link:
+                    real = os.path.realpath(entry.path)
+                    if not os.path.exists(real):
+                        if os.path.splitext(entry.name)[1].lower() in self.extensions:
+                            files.append(ScannedFile(entry.path, 0, 0, error="broken symbolic link"))
+                        continue
+                    if not is_within(real, self.allowed_roots):
+                        self.on_refused(entry.path, f"symbolic link leaves the allowed roots (-> {real})")
+                        continue
+                if entry.is_dir(follow_symlinks=True):
+                    subdirs.append((entry.path, os.path.realpath(entry.path)))
+                    continue
+                if os.path.splitext(entry.name)[1].lower() not in self.extensions:
+                    continue
+                st = entry.stat(follow_symlinks=True)
+                if not statmod.S_ISREG(st.st_mode):
+                    continue  # FIFOs, sockets, devices named like photos would block or lie
+                files.append(ScannedFile(entry.path, st.st_size, st.st_mtime_ns))
+            except OSError as exc:
+                if os.path.splitext(entry.name)[1].lower() in self.extensions:
+                    files.append(ScannedFile(entry.path, 0, 0, error=f"cannot stat: {exc.strerror or exc}"))
+        return _Listing(files, subdirs)
+
+    def scan(self, root: str | Path, should_stop: Callable[[], bool] | None = None) -> Iterator[ScannedFile]:
+        """Supported files under `root`, sorted depth-first; listings are prefetched in parallel."""
+        root_s = os.path.abspath(str(root))
+        visited = {os.path.realpath(root_s)}
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="scan") as pool:
+            stack: list[Future[_Listing]] = [pool.submit(self._list, root_s)]
+            try:
+                while stack:
+                    if should_stop and should_stop():
+                        return
+                    listing = stack.pop().result()
+                    yield from listing.files
+                    # Real folders claim their place before links to them, so a link never hides a folder.
+                    accepted: set[str] = set()
+                    for path, real in sorted(listing.subdirs, key=lambda d: d[0] != d[1]):
+                        # A link back into a folder being walked would loop for ever (or count files twice).
+                        if real in visited:
+                            self.on_refused(path, f"symbolic link loop or folder already scanned (-> {real})")
+                            continue
+                        visited.add(real)
+                        accepted.add(path)
+                    children = [pool.submit(self._list, p) for p, _ in listing.subdirs if p in accepted]
+                    stack.extend(reversed(children))
+            finally:
+                for fut in stack:
+                    fut.cancel()
