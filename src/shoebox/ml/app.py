@@ -1,0 +1,415 @@
+"""The ML inference service: CLIP embeddings for images and texts over HTTP (API.md, ML section).
+
+Request path of an image batch: admit (reserve queue room or answer 429 at once) → read and
+decode every file in the decode pool (never on the event loop, never on the inference thread)
+→ one scheduler job for the images that decoded → per-item results, 200 for the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any, TypeVar
+
+import numpy as np
+from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import Response
+from PIL import Image
+
+from shoebox import imaging
+from shoebox.http import install_api_key, install_error_handlers
+from shoebox.ml.capabilities import ProbeResult, measure_safe_batch
+from shoebox.ml.captioning import Captioner, NoCaptioner
+from shoebox.ml.config import MLSettings
+from shoebox.ml.models.clip import ClipModel
+from shoebox.ml.models.download import resolve_model_dir
+from shoebox.ml.preprocess import preprocess
+from shoebox.ml.scheduler import InferenceScheduler, Ticket
+from shoebox.protocol import (
+    BatchRequest,
+    BatchResponse,
+    Capabilities,
+    ErrorCode,
+    Item,
+    ShoeboxError,
+    SingleEmbedRequest,
+    TextEmbedRequest,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Texts in one /embed_text request.
+MAX_TEXTS = 1024
+
+
+class MLCapabilities(Capabilities):
+    """The capabilities of API.md plus live figures a client may use to pace itself."""
+
+    queue_depth: int = 0
+    runtime_version: str = ""
+    probe_source: str = ""
+
+
+@dataclass
+class Prepared:
+    """One image ready for the encoder, or the reason it is not."""
+
+    array: np.ndarray | None = None
+    width: int | None = None
+    height: int | None = None
+    caption: str | None = None
+    error: ShoeboxError | None = None
+
+
+@dataclass
+class MLRuntime:
+    """Everything the endpoints need, built by the lifespan and kept in `app.state.ml`."""
+
+    settings: MLSettings
+    model: ClipModel
+    probe: ProbeResult
+    scheduler: InferenceScheduler
+    decode_pool: ThreadPoolExecutor
+    captioner: Captioner = field(default_factory=NoCaptioner)
+
+    @classmethod
+    def start(cls, settings: MLSettings) -> MLRuntime:
+        model_dir = resolve_model_dir(settings)
+        model = ClipModel(model_dir, settings.device, settings.intra_op_threads)
+        model.load()
+        probe = measure_safe_batch(model, settings)
+        scheduler = InferenceScheduler(
+            model,
+            batch_size=probe.safe_clip_batch,
+            max_queue=settings.max_queue,
+            batch_max_wait_ms=settings.batch_max_wait_ms,
+            throughput_img_s=probe.throughput_img_s,
+            name=f"inference-{model.device}",
+        )
+        scheduler.start()
+        pool = ThreadPoolExecutor(max(1, settings.decode_workers), thread_name_prefix="decode")
+        log.info(
+            "ML service ready: %s on %s, safe_clip_batch=%d (%s), max_queue=%d, decode_workers=%d",
+            model.model_name,
+            model.device,
+            probe.safe_clip_batch,
+            probe.source,
+            settings.max_queue,
+            settings.decode_workers,
+        )
+        return cls(settings, model, probe, scheduler, pool)
+
+    def close(self) -> None:
+        self.scheduler.close()
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    def capabilities(self) -> MLCapabilities:
+        return MLCapabilities(
+            safe_clip_batch=self.probe.safe_clip_batch,
+            max_batch=self.settings.max_batch,
+            model_name=self.model.model_name,
+            embedding_dim=self.model.embedding_dim,
+            device=self.model.device,
+            dtype=self.model.dtype,
+            image_formats=sorted(ext.lstrip(".") for ext in imaging.IMAGE_EXTENSIONS),
+            raw_formats=sorted(ext.lstrip(".") for ext in imaging.RAW_EXTENSIONS),
+            captioning=self.captioner.enabled,
+            max_queue=self.settings.max_queue,
+            test_model=self.model.is_test_model,
+            input_size=self.model.input_size,
+            throughput_img_s=round(self.scheduler.throughput_img_s, 2)
+            if self.scheduler.throughput_img_s
+            else None,
+            queue_depth=self.scheduler.queue_depth,
+            runtime_version=self.model.runtime_version,
+            probe_source=self.probe.source,
+        )
+
+    # -------------------------------------------------------------- images
+
+    def prepare(self, read: Callable[[], bytes], filename: str) -> Prepared:
+        """Runs in the decode pool: bytes → original size + the encoder's input tensor."""
+        try:
+            data = read()
+            decoded = imaging.decode_for_model(
+                data, filename, min_side=self.model.input_size, max_pixels=self.settings.max_image_pixels
+            )
+            array = preprocess(decoded.image, self.model.preprocess_cfg)
+            caption = self.captioner.caption([decoded.image])[0] if self.captioner.enabled else None
+            return Prepared(array, decoded.width, decoded.height, caption)
+        except ShoeboxError as exc:
+            return Prepared(error=exc)
+        except Image.DecompressionBombError as exc:
+            return Prepared(error=ShoeboxError(ErrorCode.IMAGE_TOO_LARGE, str(exc)))
+        except MemoryError:
+            return Prepared(
+                error=ShoeboxError(ErrorCode.IMAGE_TOO_LARGE, "not enough memory to decode the image")
+            )
+        except Exception as exc:  # noqa: BLE001 - a decoder's surprise fails its item, not the batch
+            log.warning("unexpected error decoding %s", filename, exc_info=True)
+            return Prepared(error=ShoeboxError(ErrorCode.DECODING_IMAGE, f"{type(exc).__name__}: {exc}"))
+
+    async def embed_files(
+        self, files: list[tuple[str, str, Callable[[], bytes]]], ticket: Ticket
+    ) -> list[Item]:
+        """(unique_id, filename, read) per file → one Item per file, in order; errors per item."""
+        loop = asyncio.get_running_loop()
+        with ticket:
+            prepared: list[Prepared] = await asyncio.gather(
+                *(loop.run_in_executor(self.decode_pool, self.prepare, read, name) for _, name, read in files)
+            )
+            good = [i for i, p in enumerate(prepared) if p.error is None]
+            ticket.release(len(files) - len(good))
+            embeddings: np.ndarray | None = None
+            infer_error: ShoeboxError | None = None
+            if good:
+                try:
+                    embeddings = await self.scheduler.embed_images([prepared[i].array for i in good], ticket)
+                except ShoeboxError as exc:
+                    if exc.code != ErrorCode.CLIP_INFER:
+                        raise
+                    infer_error = exc
+        rows = {index: row for row, index in enumerate(good)}
+        items: list[Item] = []
+        for index, ((unique_id, filename, _), p) in enumerate(zip(files, prepared, strict=True)):
+            error = p.error or (infer_error if index in rows else None)
+            embedding = None
+            if error is None and embeddings is not None:
+                embedding = embeddings[rows[index]].tolist()
+            items.append(
+                Item(
+                    unique_id=unique_id,
+                    filename=filename,
+                    embedding=embedding,
+                    caption=p.caption,
+                    width=p.width,
+                    height=p.height,
+                    error={"code": error.code, "message": error.message} if error else None,
+                )
+            )
+        return items
+
+    def batch_response(self, items: list[Item]) -> Response:
+        # Serialised by pydantic's Rust core in one pass: through the stdlib json encoder, the
+        # thousands of floats of a batch cost more than the rest of the request.
+        body = BatchResponse(results=items, model_name=self.model.model_name, device_used=self.model.device)
+        return Response(body.model_dump_json(), media_type="application/json")
+
+
+# ------------------------------------------------------------------ request helpers
+
+
+def _runtime(request: Request) -> MLRuntime:
+    runtime: MLRuntime | None = getattr(request.app.state, "ml", None)
+    if runtime is None:
+        raise ShoeboxError(ErrorCode.ML_UNAVAILABLE, "the model is not loaded")
+    return runtime
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    # The body is already read, so the next ASGI message is the disconnect. Awaiting it (rather
+    # than polling `request.is_disconnected()`) also works behind BaseHTTPMiddleware, whose
+    # wrapped receive loses a disconnect to the poll's immediate cancellation.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (and so dropping its queued images) if the client goes away."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        log.info("client disconnected from %s; its work was dropped", request.url.path)
+        raise ShoeboxError(ErrorCode.CANCELLED, "the client disconnected")
+    finally:
+        watcher.cancel()
+        task.cancel()
+
+
+def _b64_reader(data: str, limit: int) -> Callable[[], bytes]:
+    def read() -> bytes:
+        if len(data) * 3 // 4 > limit:
+            raise ShoeboxError(ErrorCode.IMAGE_TOO_LARGE, f"file exceeds the {limit}-byte upload limit")
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ShoeboxError(ErrorCode.DECODING_IMAGE, f"image_base64 is not valid base64: {exc}") from exc
+
+    return read
+
+
+def _part_reader(stream: IO[bytes], size: int | None, limit: int) -> Callable[[], bytes]:
+    def read() -> bytes:
+        if size is not None and size > limit:
+            raise ShoeboxError(
+                ErrorCode.IMAGE_TOO_LARGE, f"file of {size} bytes exceeds the {limit}-byte upload limit"
+            )
+        try:
+            stream.seek(0)
+            data = stream.read(limit + 1)
+        except (OSError, ValueError) as exc:
+            raise ShoeboxError(ErrorCode.FILE_READ, f"could not read the uploaded file: {exc}") from exc
+        if len(data) > limit:
+            raise ShoeboxError(ErrorCode.IMAGE_TOO_LARGE, f"file exceeds the {limit}-byte upload limit")
+        return data
+
+    return read
+
+
+def _check_count(n: int, settings: MLSettings) -> None:
+    if n == 0:
+        raise ShoeboxError(ErrorCode.VALIDATION, "no images in the request")
+    if n > settings.max_batch_files:
+        raise ShoeboxError(
+            ErrorCode.VALIDATION,
+            f"too many files in one request: {n} > {settings.max_batch_files} (SHOEBOX_MAX_BATCH_FILES)",
+            status=413,
+            max_batch_files=settings.max_batch_files,
+        )
+
+
+def _unique_ids(raw: str | None, n: int) -> list[str]:
+    if raw is None or raw == "":
+        return [str(i) for i in range(n)]
+    try:
+        ids = json.loads(raw)
+    except ValueError as exc:
+        raise ShoeboxError(ErrorCode.VALIDATION, f"unique_ids is not JSON: {exc}") from exc
+    if not isinstance(ids, list) or not all(isinstance(i, (str, int)) for i in ids):
+        raise ShoeboxError(ErrorCode.VALIDATION, "unique_ids must be a JSON list of strings")
+    if len(ids) != n:
+        raise ShoeboxError(ErrorCode.VALIDATION, f"unique_ids has {len(ids)} entries for {n} files")
+    return [str(i) for i in ids]
+
+
+# ------------------------------------------------------------------ routes
+
+router = APIRouter()
+
+
+@router.get("/health", tags=["service"])
+async def health(request: Request) -> dict[str, Any]:
+    runtime: MLRuntime | None = getattr(request.app.state, "ml", None)
+    scheduler = runtime.scheduler if runtime else None
+    return {
+        "status": "ok",
+        "model_loaded": runtime is not None and runtime.model.loaded,
+        # Live figures for operators and load tests: images admitted and not yet embedded, and
+        # images embedded since start-up.
+        "queue_depth": scheduler.queue_depth if scheduler else 0,
+        "images_embedded": scheduler.stats["images"] if scheduler else 0,
+    }
+
+
+@router.get("/api/v1/capabilities", response_model=MLCapabilities, tags=["ml"])
+async def capabilities(request: Request) -> MLCapabilities:
+    return _runtime(request).capabilities()
+
+
+@router.post("/api/v1/embed_text", tags=["ml"])
+async def embed_text(body: TextEmbedRequest, request: Request) -> dict[str, Any]:
+    """`{"text": str}` → `{"embedding"}`, or `{"texts": [str]}` → `{"embeddings"}`."""
+    runtime = _runtime(request)
+    if (body.text is None) == (body.texts is None):
+        raise ShoeboxError(ErrorCode.VALIDATION, "send exactly one of `text` or `texts`")
+    texts = [body.text] if body.text is not None else list(body.texts or [])
+    if not texts:
+        raise ShoeboxError(ErrorCode.VALIDATION, "`texts` is empty")
+    if len(texts) > MAX_TEXTS:
+        raise ShoeboxError(ErrorCode.VALIDATION, f"at most {MAX_TEXTS} texts per request")
+    if any(not t.strip() for t in texts):
+        raise ShoeboxError(ErrorCode.VALIDATION, "a text is empty")
+    embeddings = await _unless_disconnected(request, runtime.scheduler.embed_texts(texts))
+    out: dict[str, Any] = {
+        "model_name": runtime.model.model_name,
+        "embedding_dim": runtime.model.embedding_dim,
+    }
+    if body.text is not None:
+        out["embedding"] = embeddings[0].tolist()
+    else:
+        out["embeddings"] = embeddings.tolist()
+    return out
+
+
+@router.post("/api/v1/batch_embed_and_caption", response_model=BatchResponse, tags=["ml"])
+async def batch_embed_and_caption(body: BatchRequest, request: Request) -> Response:
+    """Base64 images; a bad image fails its own item (200 for the batch)."""
+    runtime = _runtime(request)
+    _check_count(len(body.images), runtime.settings)
+    ticket = runtime.scheduler.admit(len(body.images))
+    limit = runtime.settings.max_upload_bytes
+    files = [(i.unique_id, i.filename, _b64_reader(i.image_base64, limit)) for i in body.images]
+    items = await _unless_disconnected(request, runtime.embed_files(files, ticket))
+    return runtime.batch_response(items)
+
+
+@router.post("/api/v1/batch_embed_and_caption_multipart", response_model=BatchResponse, tags=["ml"])
+async def batch_embed_and_caption_multipart(
+    request: Request,
+    files: list[UploadFile] = File(..., description="The images; each part's filename is the file's name."),
+    unique_ids: str | None = Form(None, description="JSON list of ids, one per file, same order."),
+) -> Response:
+    """Original file bytes (RAW too) as multipart; a bad image fails its own item (200 for the batch)."""
+    runtime = _runtime(request)
+    _check_count(len(files), runtime.settings)
+    ids = _unique_ids(unique_ids, len(files))
+    ticket = runtime.scheduler.admit(len(files))
+    limit = runtime.settings.max_upload_bytes
+    work = [
+        (uid, f.filename or "", _part_reader(f.file, f.size, limit))
+        for uid, f in zip(ids, files, strict=True)
+    ]
+    items = await _unless_disconnected(request, runtime.embed_files(work, ticket))
+    return runtime.batch_response(items)
+
+
+@router.post("/api/v1/embed", tags=["ml"])
+async def embed(body: SingleEmbedRequest, request: Request) -> dict[str, Any]:
+    """One base64 image → its embedding; a bad image is an error of the request."""
+    runtime = _runtime(request)
+    ticket = runtime.scheduler.admit(1)
+    read = _b64_reader(body.image_base64, runtime.settings.max_upload_bytes)
+    (item,) = await _unless_disconnected(request, runtime.embed_files([("0", body.filename, read)], ticket))
+    if item.error is not None:
+        raise ShoeboxError(item.error.code, item.error.message)
+    return {"embedding": item.embedding, "model_name": runtime.model.model_name}
+
+
+def create_app(settings: MLSettings | None = None) -> FastAPI:
+    settings = settings or MLSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # Loading and probing block for seconds; a thread keeps the loop (and signals) responsive.
+        runtime = await asyncio.to_thread(MLRuntime.start, settings)
+        app.state.ml = runtime
+        try:
+            yield
+        finally:
+            app.state.ml = None
+            await asyncio.to_thread(runtime.close)
+
+    app = FastAPI(
+        title="Shoebox ML inference service",
+        version="1",
+        description="CLIP embeddings for images (every common format and camera RAW) and texts.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    install_api_key(app, settings.api_key)
+    app.include_router(router)
+    return app
