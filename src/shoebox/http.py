@@ -60,16 +60,24 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(ShoeboxError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}"))
 
 
+class APIKeyMiddleware:
+    """Plain ASGI (not BaseHTTPMiddleware, which hides client disconnects from the app)."""
+
+    def __init__(self, app, api_key: str) -> None:
+        self.app = app
+        self.expected = api_key.encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/v1"):
+            given = dict(scope["headers"]).get(b"x-api-key", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = error_response(ShoeboxError(ErrorCode.UNAUTHORIZED, "missing or wrong X-API-Key"))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def install_api_key(app: FastAPI, api_key: str | None) -> None:
     """When a key is set, every /api/v1 route needs `X-API-Key` (constant-time compare); /health stays open."""
-    if not api_key:
-        return
-    expected = api_key.encode()
-
-    @app.middleware("http")
-    async def _require_key(request: Request, call_next):
-        if request.url.path.startswith("/api/v1"):
-            given = request.headers.get("x-api-key", "").encode()
-            if not hmac.compare_digest(given, expected):
-                return error_response(ShoeboxError(ErrorCode.UNAUTHORIZED, "missing or wrong X-API-Key"))
-        return await call_next(request)
+    if api_key:
+        app.add_middleware(APIKeyMiddleware, api_key=api_key)
