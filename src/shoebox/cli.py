@@ -49,9 +49,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 model_app = typer.Typer(help="Model folders (ONNX, Immich/OpenCLIP layout).", no_args_is_help=True)
-app.add_typer(model_app, name="model")
+app.add_typer(model_app, name="model", rich_help_panel="Services")
 collections_app = typer.Typer(help="List, create, delete and select collections.")
-app.add_typer(collections_app, name="collections")
+app.add_typer(collections_app, name="collections", rich_help_panel="Library")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -445,7 +445,7 @@ def run_ingest(api: ShoeboxAPI, directory: Path, collection: str | None, *, show
     return follow_job(api, started["job_id"], show_progress=show_progress)
 
 
-@app.command()
+@app.command(rich_help_panel="Library")
 def ingest(
     directory: Path = typer.Argument(..., help="Folder of photos to add (searched recursively)."),
     collection: str | None = typer.Option(None, "--collection", "-c", help="Collection (default: the selected one)."),
@@ -530,7 +530,7 @@ def build_filters(
     return filters
 
 
-@app.command()
+@app.command(rich_help_panel="Library")
 def search(
     query: str = typer.Argument(..., help="What to look for, in words."),
     limit: int = typer.Option(10, "--limit", "-n", min=1, max=1000),
@@ -563,7 +563,7 @@ def search(
         out.print(_hit_rows(hits, f"“{query}” — {len(hits)} results"))
 
 
-@app.command()
+@app.command(rich_help_panel="Library")
 def similar(
     target: str = typer.Argument(..., help="A photo file to upload (any format, RAW too), or an image id."),
     limit: int = typer.Option(10, "--limit", "-n", min=1, max=1000),
@@ -596,7 +596,7 @@ def similar(
         out.print(_hit_rows(hits, f"like {target} — {len(hits)} results"))
 
 
-@app.command()
+@app.command(rich_help_panel="Library")
 def duplicates(
     collection: str | None = typer.Option(None, "--collection", "-c"),
     threshold: float = typer.Option(0.95, min=0.01, max=1.0, help="Cosine similarity for near-duplicates."),
@@ -606,8 +606,9 @@ def duplicates(
     params: dict[str, Any] = {"threshold": threshold}
     if collection:
         params["collection_name"] = collection
-    with api_errors(), connect() as api:
-        answer = api.get("/api/v1/duplicates", params=params)
+    with api_errors(), connect() as api, err.status("looking for duplicates…"):
+        # One neighbour search per photo: minutes on a big library in embedded mode, so no timeout.
+        answer = api.get("/api/v1/duplicates", params=params, timeout=None)
     if json_out:
         print_json(answer)
         return
@@ -628,7 +629,7 @@ def duplicates(
 # ---------------------------------------------------------------- status and collections
 
 
-@app.command()
+@app.command(rich_help_panel="Services")
 def status(
     job_id: str | None = typer.Argument(None, help="A job id; without it, the service and its recent jobs."),
     limit: int = typer.Option(10, "--limit", "-n", help="Jobs shown."),
@@ -764,7 +765,7 @@ def _admin_ui_script() -> Path | None:
     return Path(spec.origin)
 
 
-@app.command()
+@app.command(rich_help_panel="Services")
 def up(
     ui: bool = typer.Option(False, "--ui", help="Also start the admin UI (needs shoebox[ui])."),
     allow: list[Path] | None = typer.Option(None, "--allow", help="A folder clients may ingest (repeatable)."),
@@ -806,6 +807,7 @@ def up(
             if services.url != state.url:
                 out.print(f"[yellow]port taken: export SHOEBOX_URL={services.url}[/]")
             out.print("Press Ctrl-C to stop.")
+            sys.stdout.flush()  # a pipe or a service log sees the URLs now, not at exit
             while True:
                 for process in services.processes:
                     if process.proc.poll() is not None:
@@ -844,7 +846,7 @@ def _start_admin_ui(url: str, port: int, log_dir: Path) -> Any:
 DEMO_QUERIES = ["a beach at sunset", "a city street at night", "a forest with a lake"]
 
 
-@app.command()
+@app.command(rich_help_panel="Start here")
 def demo(
     directory: Path | None = typer.Argument(None, help="Your own folder; default: a generated sample folder."),
     queries: list[str] | None = typer.Option(None, "--query", "-q", help="Search text (repeatable)."),
