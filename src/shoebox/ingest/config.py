@@ -15,37 +15,59 @@ from shoebox.settings_common import default_data_dir, split_list
 class IngestSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHOEBOX_", extra="ignore", protected_namespaces=())
 
-    host: str = "127.0.0.1"
-    port: int = 8002
-    api_key: str | None = None
+    host: str = Field(default="127.0.0.1", description="Bind address (the CLI passes --host).")
+    port: int = Field(default=8002, description="Port of the ingestion service (the CLI passes --port).")
+    api_key: str | None = Field(default=None, description="When set, every /api/v1 route needs X-API-Key.")
 
-    data_dir: Path = Field(default_factory=default_data_dir, description="Catalog, thumbnails, cache, embedded Qdrant.")
-    qdrant_url: str | None = Field(default=None, description="Qdrant server/cluster URL; unset = embedded local mode.")
-    qdrant_api_key: str | None = None
-    default_collection: str = "shoebox"
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="Catalog, thumbnails, cache, embedded Qdrant."
+    )
+    qdrant_url: str | None = Field(
+        default=None, description="Qdrant server/cluster URL; unset = embedded local mode."
+    )
+    qdrant_api_key: str | None = Field(default=None, description="API key of the Qdrant server.")
+    default_collection: str = Field(
+        default="shoebox", description="Collection used when a request names none."
+    )
 
-    ml_url: str = "http://127.0.0.1:8001"
-    ml_urls: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Several ML services (overrides ml_url).")
-    ml_api_key: str | None = None
+    ml_url: str = Field(default="http://127.0.0.1:8001", description="The ML service.")
+    ml_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Several ML services (overrides ml_url)."
+    )
+    ml_api_key: str | None = Field(default=None, description="Sent as X-API-Key to the ML services.")
     ml_inference_batch_size: int = Field(
-        default=128, validation_alias=AliasChoices("SHOEBOX_ML_INFERENCE_BATCH_SIZE", "ML_INFERENCE_BATCH_SIZE")
+        default=128,
+        description="Images per ML request (clamped to the ML service's safe_clip_batch); also ML_INFERENCE_BATCH_SIZE.",
+        validation_alias=AliasChoices("SHOEBOX_ML_INFERENCE_BATCH_SIZE", "ML_INFERENCE_BATCH_SIZE"),
     )
     ml_max_inflight: int = Field(default=3, description="Batches in flight to the ML services at once.")
-    ml_unavailable_timeout_s: float = Field(default=120.0, description="ML down longer than this fails the job.")
-    ml_timeout_s: float = 300.0
+    ml_unavailable_timeout_s: float = Field(
+        default=120.0, description="ML down longer than this fails the job."
+    )
+    ml_timeout_s: float = Field(default=300.0, description="Timeout of one ML request.")
 
-    ingest_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list, description="Allow-list of ingest folders.")
-    cache_size_limit: int = Field(default=2 * 1024**3, description="Embedding cache size limit in bytes (LRU culling).")
+    ingest_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Allow-list of ingest folders."
+    )
+    cache_size_limit: int = Field(
+        default=2 * 1024**3, description="Embedding cache size limit in bytes (LRU culling)."
+    )
 
-    scan_workers: int = 8
-    hash_workers: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2))
-    prepare_workers: int = Field(default_factory=lambda: os.cpu_count() or 2)
+    scan_workers: int = Field(default=8, description="Threads listing folders.")
+    hash_workers: int = Field(
+        default_factory=lambda: max(2, os.cpu_count() or 2), description="Threads hashing files."
+    )
+    prepare_workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 2,
+        description="Threads decoding renditions, EXIF and thumbnails.",
+    )
     queue_size: int = Field(default=256, description="Bound of each pipeline queue.")
     inflight_bytes_limit: int = Field(
-        default=512 * 1024**2, description="File bytes read but not yet embedded, across one job (RAW originals are big)."
+        default=512 * 1024**2,
+        description="File bytes read but not yet embedded, across one job (RAW originals are big).",
     )
-    thumbnail_size: int = 256
-    max_image_pixels: int = 100_000_000
+    thumbnail_size: int = Field(default=256, description="Long side of thumbnails, px.")
+    max_image_pixels: int = Field(default=100_000_000, description="Refuse images above this many pixels.")
 
     @field_validator("ml_urls", "ingest_roots", mode="before")
     @classmethod

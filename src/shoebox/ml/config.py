@@ -15,26 +15,40 @@ from shoebox.settings_common import default_cache_dir
 class MLSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHOEBOX_", extra="ignore", protected_namespaces=())
 
-    host: str = "127.0.0.1"
-    port: int = 8001
+    host: str = Field(default="127.0.0.1", description="Bind address (the CLI passes --host).")
+    port: int = Field(default=8001, description="Port of the ML service (the CLI passes --port).")
     api_key: str | None = Field(default=None, description="When set, every /api/v1 route needs X-API-Key.")
 
-    model_name: str = Field(default="ViT-B-32__openai", description="Model folder name in the Immich/OpenCLIP ONNX layout.")
+    model_name: str = Field(
+        default="ViT-B-32__openai", description="Model folder name in the Immich/OpenCLIP ONNX layout."
+    )
     model_dir: Path | None = Field(default=None, description="A local model folder; skips any download.")
-    model_cache_dir: Path = Field(default_factory=lambda: default_cache_dir() / "models")
-    model_repo_prefix: str = Field(default="immich-app", description="Hugging Face org the model is downloaded from.")
+    model_cache_dir: Path = Field(
+        default_factory=lambda: default_cache_dir() / "models",
+        description="Where downloaded models are kept.",
+    )
+    model_repo_prefix: str = Field(
+        default="immich-app", description="Hugging Face org the model is downloaded from."
+    )
     offline: bool = Field(default=False, description="Never try to download a model.")
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto = CUDA when available.")
     intra_op_threads: int = Field(default=0, description="ONNX Runtime intra-op threads (0 = all cores).")
 
     max_batch: int = Field(default=256, description="Upper bound of the safe-batch probe.")
     safe_clip_batch: int | None = Field(default=None, description="Skip the probe and use this batch size.")
-    probe_cache_dir: Path = Field(default_factory=lambda: default_cache_dir() / "probe")
+    probe_cache_dir: Path = Field(
+        default_factory=lambda: default_cache_dir() / "probe",
+        description="Cache of the measured safe_clip_batch per (model, device, runtime).",
+    )
     max_queue: int = Field(default=512, description="Images waiting for the accelerator before 429.")
     batch_max_wait_ms: float = Field(default=5.0, description="How long a partial batch waits for company.")
-    decode_workers: int = Field(default_factory=lambda: os.cpu_count() or 2)
+    decode_workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 2, description="Decode thread pool size."
+    )
 
     max_image_pixels: int = Field(default=100_000_000, description="Refuse images above this many pixels.")
-    max_upload_bytes: int = Field(default=256 * 1024 * 1024, description="Refuse a single file above this size.")
+    max_upload_bytes: int = Field(
+        default=256 * 1024 * 1024, description="Refuse a single file above this size."
+    )
     max_batch_files: int = Field(default=512, description="Files accepted in one batch request.")
