@@ -22,6 +22,7 @@ import numpy as np
 from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import Response
 from PIL import Image
+from starlette.formparsers import MultiPartParser
 
 from shoebox import imaging
 from shoebox.http import install_api_key, install_error_handlers
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Upload parts up to this size stay in memory rather than in a temp file.
+SPOOL_MAX_BYTES = 64 * 1024 * 1024
 # Texts in one /embed_text request.
 MAX_TEXTS = 1024
 
@@ -391,6 +394,10 @@ async def embed(body: SingleEmbedRequest, request: Request) -> dict[str, Any]:
 
 def create_app(settings: MLSettings | None = None) -> FastAPI:
     settings = settings or MLSettings()
+    # Starlette spills every upload part over 1 MiB to a temp file and writes it in 64 KiB hops
+    # through the thread pool: for 25 MB RAW originals that was most of the per-file cost. Keep
+    # parts up to SPOOL_MAX_BYTES in memory (the ingest client caps its bytes in flight anyway).
+    MultiPartParser.spool_max_size = min(SPOOL_MAX_BYTES, settings.max_upload_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
