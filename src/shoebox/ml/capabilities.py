@@ -36,18 +36,13 @@ CPU_PROBE_BUDGET_S = 5.0
 # The CPU search always reaches this batch (within max_batch): on a busy machine a budget cut
 # at batch 1 or 2 would cache a needlessly small batch.
 CPU_MIN_SEARCH = 8
-# The CPU pick is never below this (within max_batch). A CPU's throughput is flat from batch 1 or 2,
-# so "the smallest near-best batch" lands on 1-4, but each request of that size pays the service's
-# fixed costs (HTTP, multipart, scheduling): ingest clamps its requests to safe_clip_batch. At 8 a
-# text query waits for at most 8 images (~0.4 s for ViT-B/32 on 2 cores).
-CPU_MIN_PICK = 8
 # Each CPU batch size is timed over at least this long (and at least two runs).
 CPU_MIN_TIMING_S = 0.15
 # The CUDA pick keeps this share of the largest batch that fitted (then rounded down to 2^k).
 CUDA_MARGIN = 0.75
 
 # Bump when the probe's method changes, so old cached answers are not trusted.
-PROBE_VERSION = 5
+PROBE_VERSION = 4
 
 
 class ProbedModel(Protocol):
@@ -167,7 +162,7 @@ def probe_cpu(model: ProbedModel, max_batch: int) -> tuple[int, dict[int, float]
         batch *= 2
     best = max(measured.values())
     safe = min(b for b, rate in measured.items() if rate >= NEAR_BEST * best)
-    return max(safe, min(CPU_MIN_PICK, max(measured))), measured
+    return safe, measured
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
