@@ -555,12 +555,16 @@ def search(
         body["filters"] = filters
     with api_errors(), connect() as api:
         answer = api.post("/api/v1/search/text", json=body)
+    _show_hits(answer, f"“{query}”", json_out)
+
+
+def _show_hits(answer: dict[str, Any], title: str, json_out: bool) -> None:
     hits = answer["results"]
     warn_if_test_model(hits)
     if json_out:
         print_json(answer)
     else:
-        out.print(_hit_rows(hits, f"“{query}” — {len(hits)} results"))
+        out.print(_hit_rows(hits, f"{title} — {len(hits)} results"))
 
 
 @app.command(rich_help_panel="Library")
@@ -588,12 +592,7 @@ def similar(
             if collection:
                 params["collection_name"] = collection
             answer = api.get(f"/api/v1/images/{image_id}/similar", params=params)
-    hits = answer["results"]
-    warn_if_test_model(hits)
-    if json_out:
-        print_json(answer)
-    else:
-        out.print(_hit_rows(hits, f"like {target} — {len(hits)} results"))
+    _show_hits(answer, f"like {target}", json_out)
 
 
 @app.command(rich_help_panel="Library")
