@@ -7,7 +7,6 @@ from pydantic_settings import BaseSettings
 from shoebox.ingest.config import IngestSettings
 from shoebox.ml.config import MLSettings
 
-
 COMPUTED = {
     "model_cache_dir": "`~/.cache/shoebox/models` (`$XDG_CACHE_HOME`)",
     "probe_cache_dir": "`~/.cache/shoebox/probe`",
