@@ -32,24 +32,17 @@ MIN_GAIN = 1.10
 # The CPU pick is the smallest batch within this fraction of the best throughput measured.
 NEAR_BEST = 0.95
 # The CPU search stops before it would run past this long, and keeps the best batch so far.
-CPU_PROBE_BUDGET_S = 12.0
+CPU_PROBE_BUDGET_S = 5.0
 # The CPU search always reaches this batch (within max_batch): on a busy machine a budget cut
 # at batch 1 or 2 would cache a needlessly small batch.
 CPU_MIN_SEARCH = 8
-# The CPU pick is never below this (within max_batch). Measured with ViT-B/32 on 2 cores, batch 1
-# runs ~25 % and batches 2-4 ~8 % slower than 8 — differences the probe's short timings cannot
-# separate from noise on a busy machine (it picked 1, 2, 4 or 8 run to run) — and every request of
-# a small batch also pays the service's fixed costs (HTTP, multipart, scheduling), which the probe
-# does not see. At 8 a text query waits behind at most 8 images (~0.4 s for ViT-B/32 on 2 cores).
-CPU_MIN_PICK = 8
-# Each CPU batch size is timed on blocks of this many images (batch 1 runs ~25 % slower than 8
-# with ViT-B/32 on 2 cores; the same image count per size keeps the comparison fair).
-CPU_BLOCK_IMAGES = 16
+# Each CPU batch size is timed over at least this long (and at least two runs).
+CPU_MIN_TIMING_S = 0.15
 # The CUDA pick keeps this share of the largest batch that fitted (then rounded down to 2^k).
 CUDA_MARGIN = 0.75
 
 # Bump when the probe's method changes, so old cached answers are not trusted.
-PROBE_VERSION = 6
+PROBE_VERSION = 4
 
 
 class ProbedModel(Protocol):
@@ -146,33 +139,30 @@ def probe_cpu(model: ProbedModel, max_batch: int) -> tuple[int, dict[int, float]
     batch = 1
     while batch <= max_batch:
         images = _images(batch, model.input_size, seed=batch)
-        model.embed_images(images)  # a new shape's first run allocates
-        # Every size is timed on the same number of images (a block), and the faster of two blocks
-        # counts: other processes only ever slow a block down. Taking the fastest single *run*
-        # instead favoured batch 1, whose many short runs give noise many chances to look fast.
-        runs_per_block = max(1, CPU_BLOCK_IMAGES // batch)
         fastest = float("inf")
-        for _ in range(2):
-            began = time.perf_counter()
-            for _ in range(runs_per_block):
-                model.embed_images(images)
-            fastest = min(fastest, time.perf_counter() - began)
-        measured[batch] = batch * runs_per_block / fastest
+        runs = 0
+        began = time.perf_counter()
+        # At least two runs (a new shape's first run allocates), at least CPU_MIN_TIMING_S in all.
+        while runs < 2 or time.perf_counter() - began < CPU_MIN_TIMING_S:
+            run_began = time.perf_counter()
+            model.embed_images(images)
+            fastest = min(fastest, time.perf_counter() - run_began)
+            runs += 1
+        # The fastest run, not the mean: other processes on the machine only ever slow a run down.
+        measured[batch] = batch / fastest
         prev = measured.get(batch // 2)
         if prev is not None:
             flat_steps = flat_steps + 1 if measured[batch] < prev * MIN_GAIN else 0
-        # Small batches are often flat among themselves (1 → 2 → 4) and still gain at 8.
-        if flat_steps >= 2 and batch >= CPU_MIN_SEARCH:
+        if flat_steps >= 2:
             break
-        # The next size: a warm-up run and two blocks, each twice as long once a run fills a block.
-        next_cost = 3 * fastest * (2 if batch >= CPU_BLOCK_IMAGES else 1)
+        next_cost = 2 * 2 * fastest  # two runs of a batch twice the size
         if batch >= CPU_MIN_SEARCH and time.perf_counter() + next_cost > budget_end:
             log.info("the batch probe stops at batch %d to stay within %.0fs", batch, CPU_PROBE_BUDGET_S)
             break
         batch *= 2
     best = max(measured.values())
     safe = min(b for b, rate in measured.items() if rate >= NEAR_BEST * best)
-    return max(safe, min(CPU_MIN_PICK, max(measured))), measured
+    return safe, measured
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
