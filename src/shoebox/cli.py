@@ -93,7 +93,9 @@ class ShoeboxAPI:
     def __init__(self, url: str, api_key: str | None, timeout: float = 120.0) -> None:
         self.url = url.rstrip("/")
         headers = {"X-API-Key": api_key} if api_key else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=5.0))
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=5.0)
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -226,7 +228,9 @@ def prepare_model() -> dict[str, str]:
         model_dir = resolve_model_dir(MLSettings())
     except Exception as exc:  # offline, a failed download, a bad SHOEBOX_MODEL_DIR: all mean no real model
         reason = " ".join(str(getattr(exc, "message", exc)).split()) or type(exc).__name__
-        err.print(f"[yellow]No real CLIP model ({reason}); falling back to a random test model.[/]", highlight=False)
+        err.print(
+            f"[yellow]No real CLIP model ({reason}); falling back to a random test model.[/]", highlight=False
+        )
         model_dir = ensure_test_model()
     if is_test_model_dir(model_dir):
         print_test_model_banner()
@@ -406,9 +410,13 @@ def print_job_summary(job: dict[str, Any], elapsed: float | None = None) -> None
     table.add_row("folder", job.get("directory_path", ""))
     for key in ("total_files", "indexed", "cached", "unchanged", "failed"):
         table.add_row(key.replace("_", " "), str(job.get(key, 0)))
+    if job.get("offline"):
+        table.add_row("offline", f"[yellow]{job['offline']}[/]")
     if elapsed:
         table.add_row("time", f"{elapsed:.1f} s ({job.get('processed_files', 0) / elapsed:.1f} files/s)")
     out.print(table)
+    for warning in job.get("warnings") or []:
+        err.print(f"[yellow]warning {warning.get('code')}: {warning.get('message')}[/]")
     print_errors_by_code(job.get("errors") or [])
 
 
@@ -428,7 +436,9 @@ def print_errors_by_code(errors: list[dict[str, Any]]) -> None:
     out.print(table)
 
 
-def run_ingest(api: ShoeboxAPI, directory: Path, collection: str | None, *, show_progress: bool) -> dict[str, Any]:
+def run_ingest(
+    api: ShoeboxAPI, directory: Path, collection: str | None, *, show_progress: bool
+) -> dict[str, Any]:
     body: dict[str, Any] = {"directory_path": str(directory)}
     if collection:
         body["collection_name"] = collection
@@ -448,7 +458,9 @@ def run_ingest(api: ShoeboxAPI, directory: Path, collection: str | None, *, show
 @app.command(rich_help_panel="Library")
 def ingest(
     directory: Path = typer.Argument(..., help="Folder of photos to add (searched recursively)."),
-    collection: str | None = typer.Option(None, "--collection", "-c", help="Collection (default: the selected one)."),
+    collection: str | None = typer.Option(
+        None, "--collection", "-c", help="Collection (default: the selected one)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the finished job as JSON."),
 ) -> None:
     """Index a folder: live progress, a summary, errors by code; exit 1 when files failed."""
@@ -482,7 +494,9 @@ def _hit_rows(hits: list[dict[str, Any]], title: str) -> Table:
         payload = hit.get("payload") or {}
         make, model = payload.get("camera_make") or "", payload.get("camera_model") or ""
         # Many cameras repeat the make in the model ("Canon" + "Canon EOS R5").
-        camera = model if make and model.lower().startswith(make.split()[0].lower()) else f"{make} {model}".strip()
+        camera = (
+            model if make and model.lower().startswith(make.split()[0].lower()) else f"{make} {model}".strip()
+        )
         score = hit.get("score")
         table.add_row(
             str(rank),
@@ -537,10 +551,14 @@ def search(
     offset: int = typer.Option(0, min=0),
     collection: str | None = typer.Option(None, "--collection", "-c"),
     taken_after: str | None = typer.Option(None, "--after", help="Taken on/after (ISO date or date-time)."),
-    taken_before: str | None = typer.Option(None, "--before", help="Taken on/before (ISO date or date-time)."),
+    taken_before: str | None = typer.Option(
+        None, "--before", help="Taken on/before (ISO date or date-time)."
+    ),
     camera_make: list[str] | None = typer.Option(None, "--make", help="Camera make (repeatable)."),
     camera_model: list[str] | None = typer.Option(None, "--camera-model", help="Camera model (repeatable)."),
-    formats: list[str] | None = typer.Option(None, "--format", help="File format: jpg, png, heic, dng… (repeatable)."),
+    formats: list[str] | None = typer.Option(
+        None, "--format", help="File format: jpg, png, heic, dng… (repeatable)."
+    ),
     folder: Path | None = typer.Option(None, "--folder", help="Only photos under this folder."),
     gps: bool | None = typer.Option(None, "--gps/--no-gps", help="Only photos with / without GPS."),
     bbox: str | None = typer.Option(None, "--bbox", help="MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"),
@@ -617,7 +635,9 @@ def duplicates(
     for group in answer.get("exact_groups") or [{"id": g[0], "paths": []} for g in answer["exact"]]:
         exact.add_row(group["id"][:8], "\n".join(group.get("paths", [])))
     out.print(exact)
-    near = Table(title=f"near-duplicate groups (cosine ≥ {threshold}): {len(answer['near'])}", title_justify="left")
+    near = Table(
+        title=f"near-duplicate groups (cosine ≥ {threshold}): {len(answer['near'])}", title_justify="left"
+    )
     near.add_column("group", justify="right")
     near.add_column("photos", overflow="fold")
     for number, group in enumerate(answer.get("near_groups") or [], 1):
@@ -658,7 +678,18 @@ def status(
         highlight=False,
     )
     table = Table(title=f"recent jobs ({min(limit, len(jobs))} of {len(jobs)})", title_justify="left")
-    for column in ("job", "status", "collection", "folder", "files", "indexed", "cached", "unchanged", "failed", "created"):
+    for column in (
+        "job",
+        "status",
+        "collection",
+        "folder",
+        "files",
+        "indexed",
+        "cached",
+        "unchanged",
+        "failed",
+        "created",
+    ):
         table.add_column(column)
     for job in jobs[:limit]:
         table.add_row(
@@ -752,6 +783,38 @@ def collections_select(name: str, json_out: bool = typer.Option(False, "--json")
         out.print(f"selected collection [bold]{name}[/]")
 
 
+@app.command(rich_help_panel="Library")
+def prune(
+    collection: str | None = typer.Option(
+        None, "--collection", "-c", help="Collection (default: the selected one)."
+    ),
+    folder: Path | None = typer.Option(None, "--folder", help="Only the offline files below this folder."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Remove offline files from the index: files an ingest found missing in bulk (an unmounted
+    share, an emptied folder) are kept, marked offline, until they come back or you prune them."""
+    with api_errors(), connect() as api:
+        name = collection or next((r["name"] for r in _collection_rows(api) if r.get("selected")), "shoebox")
+        info = api.get(f"/api/v1/collections/{name}/info")
+        if not yes and not json_out:
+            typer.confirm(
+                f"Remove {info.get('offline_count', 0)} offline files of {name!r}"
+                + (f" below {folder}" if folder else "")
+                + " from the index?",
+                abort=True,
+            )
+        body = {"directory_path": str(folder.expanduser().absolute())} if folder else {}
+        answer = api.post(f"/api/v1/collections/{name}/prune", json=body)
+    if json_out:
+        print_json(answer)
+    else:
+        out.print(
+            f"pruned {answer['pruned_files']} offline files from [bold]{name}[/] "
+            f"({answer['deleted_points']} photos left the index)"
+        )
+
+
 # ---------------------------------------------------------------- up and demo
 
 
@@ -767,7 +830,9 @@ def _admin_ui_script() -> Path | None:
 @app.command(rich_help_panel="Services")
 def up(
     ui: bool = typer.Option(False, "--ui", help="Also start the admin UI (needs shoebox[ui])."),
-    allow: list[Path] | None = typer.Option(None, "--allow", help="A folder clients may ingest (repeatable)."),
+    allow: list[Path] | None = typer.Option(
+        None, "--allow", help="A folder clients may ingest (repeatable)."
+    ),
     ml_port: int = typer.Option(8001, help="Port of the ML service."),
     ui_port: int = typer.Option(8501, help="Port of the admin UI."),
 ) -> None:
@@ -810,7 +875,9 @@ def up(
             while True:
                 for process in services.processes:
                     if process.proc.poll() is not None:
-                        fail(f"the {process.kind} service stopped (exit {process.proc.returncode}); see {services.log_dir}")
+                        fail(
+                            f"the {process.kind} service stopped (exit {process.proc.returncode}); see {services.log_dir}"
+                        )
                 time.sleep(0.5)
     except KeyboardInterrupt:
         err.print("stopping…")
@@ -834,8 +901,19 @@ def _start_admin_ui(url: str, port: int, log_dir: Path) -> Any:
         return None
     log = open(log_dir / "admin.log", "ab")  # noqa: SIM115 - lives with the child
     return subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(script),
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+        ],
         env={**os.environ, "SHOEBOX_URL": url},
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -847,7 +925,9 @@ DEMO_QUERIES = ["a beach at sunset", "a city street at night", "a forest with a 
 
 @app.command(rich_help_panel="Start here")
 def demo(
-    directory: Path | None = typer.Argument(None, help="Your own folder; default: a generated sample folder."),
+    directory: Path | None = typer.Argument(
+        None, help="Your own folder; default: a generated sample folder."
+    ),
     queries: list[str] | None = typer.Option(None, "--query", "-q", help="Search text (repeatable)."),
     limit: int = typer.Option(5, "--limit", "-n", min=1, max=100),
 ) -> None:
@@ -875,11 +955,15 @@ def demo(
         print_job_summary(job, time.monotonic() - started)
         for query in queries or DEMO_QUERIES:
             out.rule(f"search: {query}")
-            answer = api.post("/api/v1/search/text", json={"query": query, "limit": limit, "collection_name": "demo"})
+            answer = api.post(
+                "/api/v1/search/text", json={"query": query, "limit": limit, "collection_name": "demo"}
+            )
             out.print(_hit_rows(answer["results"], f"“{query}”"))
         dupes = api.get("/api/v1/duplicates", params={"collection_name": "demo"})
         out.rule("duplicates")
-        out.print(f"{len(dupes['exact'])} photo(s) stored under several paths, {len(dupes['near'])} near-duplicate group(s)")
+        out.print(
+            f"{len(dupes['exact'])} photo(s) stored under several paths, {len(dupes['near'])} near-duplicate group(s)"
+        )
         for group in dupes.get("exact_groups", []):
             out.print("  same bytes: " + ", ".join(group["paths"]), highlight=False)
         for hits in dupes.get("near_groups", []):
@@ -890,7 +974,7 @@ def demo(
         print_test_model_banner()
     out.print(
         f"\nDone. The demo library lives in {data_dir}. For your own library: "
-        "[bold]shoebox up --allow ~/Pictures[/] then [bold]shoebox ingest ~/Pictures[/] and [bold]shoebox search \"…\"[/]."
+        '[bold]shoebox up --allow ~/Pictures[/] then [bold]shoebox ingest ~/Pictures[/] and [bold]shoebox search "…"[/].'
     )
 
 

@@ -32,6 +32,8 @@ class ErrorCode(str, Enum):
     # Added beyond the API.md floor (documented in the README's error table).
     CONFLICT = "ERR_CONFLICT"
     MODEL_MISMATCH = "ERR_MODEL_MISMATCH"
+    # A job-level warning, never a file's failure: known files vanished in bulk and were kept offline.
+    FILES_OFFLINE = "ERR_FILES_OFFLINE"
 
 
 # The HTTP status each code answers with when it is a whole-request error.
@@ -54,6 +56,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL: 500,
     ErrorCode.CONFLICT: 409,
     ErrorCode.MODEL_MISMATCH: 409,
+    ErrorCode.FILES_OFFLINE: 409,
 }
 
 
@@ -148,6 +151,23 @@ class JobStatus(str, Enum):
         return self not in (JobStatus.PENDING, JobStatus.RUNNING)
 
 
+class Outcome(str, Enum):
+    """How one file found by a job ended (API.md): exactly one of these."""
+
+    INDEXED = "indexed"  # embedded by the ML service in this job
+    CACHED = "cached"  # vector reused without an ML call
+    UNCHANGED = "unchanged"  # already in the collection, same bytes
+    FAILED = "failed"  # with a code in the job's `errors`
+
+
+class JobWarning(BaseModel):
+    """Something the job did not fail on but the user must know about (e.g. files offline)."""
+
+    code: ErrorCode
+    message: str
+    count: int = 0
+
+
 class FileError(BaseModel):
     file: str
     code: ErrorCode
@@ -166,7 +186,11 @@ class Job(BaseModel):
     cached: int = 0
     unchanged: int = 0
     failed: int = 0
+    # Known files not found by this job's scan but kept in the index (vanished in bulk: an
+    # unmounted share, an emptied folder); not part of processed_files. See `warnings`.
+    offline: int = 0
     errors: list[FileError] = Field(default_factory=list)
+    warnings: list[JobWarning] = Field(default_factory=list)
     logs: list[str] = Field(default_factory=list)
     created_at: str
     started_at: str | None = None

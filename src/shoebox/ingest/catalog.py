@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from shoebox.protocol import FileError, Job, JobStatus
+from shoebox.protocol import ErrorCode, FileError, Job, JobStatus, JobWarning, Outcome
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -68,8 +68,14 @@ CREATE TABLE IF NOT EXISTS known_files (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS known_files_sha ON known_files (collection, sha256);
 """
+# Columns added after the first release: (table, column, declaration), added when missing.
+MIGRATIONS = (
+    ("jobs", "offline", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "offline_reason", "TEXT"),
+    # Set while a known file is offline (vanished in bulk, kept in the index until a prune).
+    ("known_files", "offline_since", "TEXT"),
+)
 
-OUTCOMES = ("indexed", "cached", "unchanged", "failed")
 # A job's status answer stays small even when a whole disk failed.
 MAX_ERRORS_SHOWN = 1000
 MAX_LOGS_SHOWN = 500
@@ -84,6 +90,7 @@ class KnownFile:
     size: int
     mtime_ns: int
     sha256: str
+    offline: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,7 @@ class FileOutcome:
     """How one file ended in one job; `code`/`message` only for `failed`."""
 
     path: str
-    outcome: str
+    outcome: Outcome
     code: str | None = None
     message: str | None = None
 
@@ -115,6 +122,10 @@ class Catalog:
         # NORMAL in WAL: a process crash loses nothing committed; only an OS crash may lose the last commits.
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(SCHEMA)
+        for table, column, decl in MIGRATIONS:
+            have = {r["name"] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         with self._lock:
@@ -126,10 +137,13 @@ class Catalog:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                # Also when COMMIT itself fails (disk full, I/O error): never leave the shared
+                # connection inside an open transaction that the next caller would extend.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -188,10 +202,51 @@ class Catalog:
         prefix = folder.rstrip("/") + "/"
         # A range scan on the primary key instead of LIKE, so `_`/`%` in folder names mean nothing.
         rows = self._query(
-            "SELECT path, size, mtime_ns, sha256 FROM known_files WHERE collection = ? AND path >= ? AND path < ?",
+            "SELECT path, size, mtime_ns, sha256, offline_since FROM known_files"
+            " WHERE collection = ? AND path >= ? AND path < ?",
             (collection, prefix, prefix[:-1] + "0"),
         )
-        return {r["path"]: KnownFile(r["size"], r["mtime_ns"], r["sha256"]) for r in rows}
+        return {
+            r["path"]: KnownFile(r["size"], r["mtime_ns"], r["sha256"], r["offline_since"] is not None)
+            for r in rows
+        }
+
+    def offline_files(self, collection: str, folder: str | None = None) -> dict[str, str]:
+        """path → sha256 of the files of `collection` (below `folder`) that are offline."""
+        sql = "SELECT path, sha256 FROM known_files WHERE collection = ? AND offline_since IS NOT NULL"
+        params: list[Any] = [collection]
+        if folder:
+            prefix = folder.rstrip("/") + "/"
+            sql += " AND path >= ? AND path < ?"
+            params += [prefix, prefix[:-1] + "0"]
+        return {r["path"]: r["sha256"] for r in self._query(sql, params)}
+
+    def offline_count(self, collection: str) -> int:
+        return self._query(
+            "SELECT COUNT(*) AS n FROM known_files WHERE collection = ? AND offline_since IS NOT NULL",
+            (collection,),
+        )[0]["n"]
+
+    def mark_offline(self, job_id: str, collection: str, paths: list[str], reason: str) -> None:
+        """Keep these known files (and their points) but flag them offline; count them in the job."""
+        if not paths:
+            return
+        now = utc_now()
+        with self._tx() as c:
+            c.executemany(
+                "UPDATE known_files SET offline_since = COALESCE(offline_since, ?) WHERE collection = ? AND path = ?",
+                [(now, collection, p) for p in paths],
+            )
+            c.execute(
+                "UPDATE jobs SET offline = offline + ?, offline_reason = ? WHERE job_id = ?",
+                (len(paths), reason, job_id),
+            )
+
+    def forget_files(self, collection: str, paths: list[str]) -> None:
+        with self._tx() as c:
+            c.executemany(
+                "DELETE FROM known_files WHERE collection = ? AND path = ?", [(collection, p) for p in paths]
+            )
 
     def paths_of_sha(self, collection: str, sha256: str) -> list[str]:
         rows = self._query(
@@ -263,25 +318,28 @@ class Catalog:
         outcomes: list[FileOutcome],
         known: list[tuple[str, int, int, str]] = (),  # type: ignore[assignment]
         forget: list[str] = (),  # type: ignore[assignment]
+        online: list[str] = (),  # type: ignore[assignment]
     ) -> None:
         """Write finished files, their counters and the known-files rows in ONE transaction.
 
         Counters and outcomes can therefore never disagree, whatever moment the process dies at.
-        `known` rows are (path, size, mtime_ns, sha256); `forget` drops paths from known files.
+        `known` rows are (path, size, mtime_ns, sha256) and are online; `forget` drops paths
+        from known files; `online` clears the offline flag of files found again unchanged.
         """
-        if not outcomes and not known and not forget:
+        if not outcomes and not known and not forget and not online:
             return
-        counts = dict.fromkeys(OUTCOMES, 0)
+        counts = dict.fromkeys(Outcome, 0)
         with self._tx() as c:
             for o in outcomes:
                 cur = c.execute(
                     "INSERT OR IGNORE INTO job_files (job_id, path, outcome, code, message) VALUES (?, ?, ?, ?, ?)",
-                    (job_id, o.path, o.outcome, o.code, o.message),
+                    (job_id, o.path, Outcome(o.outcome).value, o.code, o.message),
                 )
-                counts[o.outcome] += cur.rowcount
+                counts[Outcome(o.outcome)] += cur.rowcount
             if known:
                 c.executemany(
-                    "INSERT OR REPLACE INTO known_files (collection, path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO known_files (collection, path, size, mtime_ns, sha256)"
+                    " VALUES (?, ?, ?, ?, ?)",
                     [(collection, *k) for k in known],
                 )
             if forget:
@@ -289,11 +347,22 @@ class Catalog:
                     "DELETE FROM known_files WHERE collection = ? AND path = ?",
                     [(collection, p) for p in forget],
                 )
+            if online:
+                c.executemany(
+                    "UPDATE known_files SET offline_since = NULL WHERE collection = ? AND path = ?",
+                    [(collection, p) for p in online],
+                )
             if any(counts.values()):
                 c.execute(
                     "UPDATE jobs SET indexed = indexed + ?, cached = cached + ?, unchanged = unchanged + ?,"
                     " failed = failed + ? WHERE job_id = ?",
-                    (counts["indexed"], counts["cached"], counts["unchanged"], counts["failed"], job_id),
+                    (
+                        counts[Outcome.INDEXED],
+                        counts[Outcome.CACHED],
+                        counts[Outcome.UNCHANGED],
+                        counts[Outcome.FAILED],
+                        job_id,
+                    ),
                 )
 
     def log(self, job_id: str, line: str) -> None:
@@ -332,6 +401,17 @@ class Catalog:
                     )
                 )
             ]
+        warnings = []
+        if row["offline"]:
+            warnings.append(
+                JobWarning(
+                    code=ErrorCode.FILES_OFFLINE,
+                    count=row["offline"],
+                    message=f"{row['offline']} known files were not found ({row['offline_reason']}); "
+                    "they stay in the index, marked offline, until they come back or are pruned "
+                    "(POST /api/v1/collections/{name}/prune, `shoebox prune`)",
+                )
+            )
         return Job(
             job_id=row["job_id"],
             collection_name=row["collection_name"],
@@ -344,7 +424,9 @@ class Catalog:
             cached=row["cached"],
             unchanged=row["unchanged"],
             failed=row["failed"],
+            offline=row["offline"],
             errors=errors,
+            warnings=warnings,
             logs=logs,
             created_at=row["created_at"],
             started_at=row["started_at"],

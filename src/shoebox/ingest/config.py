@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -45,6 +45,15 @@ class IngestSettings(BaseSettings):
         default=120.0, description="ML down longer than this fails the job."
     )
     ml_timeout_s: float = Field(default=300.0, description="Timeout of one ML request.")
+    ml_batch_deadline_s: float = Field(
+        default=900.0,
+        description="A batch not answered in this long (retries and 429 waits included) fails its files.",
+    )
+    raw_transport: Literal["rendition", "original"] = Field(
+        default="rendition",
+        description="RAW files: send the ML service the small JPEG rendition of the one decode made here "
+        "(rendition), or the original bytes for it to decode (original: an ML host with the stronger CPU).",
+    )
 
     ingest_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Allow-list of ingest folders."
@@ -55,7 +64,8 @@ class IngestSettings(BaseSettings):
 
     scan_workers: int = Field(default=8, description="Threads listing folders.")
     hash_workers: int = Field(
-        default_factory=lambda: max(2, os.cpu_count() or 2), description="Threads hashing files."
+        default_factory=lambda: max(2, os.cpu_count() or 2),
+        description="Threads reading and hashing new files (each read once).",
     )
     prepare_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 2,
@@ -65,6 +75,17 @@ class IngestSettings(BaseSettings):
     inflight_bytes_limit: int = Field(
         default=512 * 1024**2,
         description="File bytes read but not yet embedded, across one job (RAW originals are big).",
+    )
+    offline_fraction: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="More than this share of a folder's known files vanishing at once marks them offline, not deleted.",
+    )
+    offline_min_files: int = Field(
+        default=10,
+        ge=0,
+        description="Up to this many vanished files are always taken as deleted (unless the folder is empty).",
     )
     thumbnail_size: int = Field(default=256, description="Long side of thumbnails, px.")
     max_image_pixels: int = Field(default=100_000_000, description="Refuse images above this many pixels.")

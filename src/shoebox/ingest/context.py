@@ -28,7 +28,8 @@ class ServiceContext:
     thumbs_dir: Path
 
     @classmethod
-    def open(cls, settings: IngestSettings) -> ServiceContext:
+    def open(cls, settings: IngestSettings, ml: MLClient | None = None) -> ServiceContext:
+        """Open everything under the data dir; `ml` replaces the HTTP client of the ML services (tests)."""
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
         thumbs = data / "thumbs"
@@ -36,7 +37,7 @@ class ServiceContext:
         catalog = Catalog(data / "catalog.sqlite3")
         store = VectorStore(settings)
         cache = EmbeddingCache(data / "embedding_cache", settings.cache_size_limit)
-        ml = MLClient(settings)
+        ml = ml or MLClient(settings)
         jobs = JobRunner(
             settings=settings, catalog=catalog, store=store, cache=cache, ml=ml, thumbs_dir=thumbs
         )

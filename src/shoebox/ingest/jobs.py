@@ -9,6 +9,7 @@ ids come from content, so nothing is lost and nothing is stored twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ from shoebox.ingest.config import IngestSettings
 from shoebox.ingest.ml_client import MLClient
 from shoebox.ingest.pipeline import IngestPipeline
 from shoebox.ingest.scan import is_within
+from shoebox.ingest.stages import detach_paths
 from shoebox.ingest.store import VectorStore
 from shoebox.protocol import ErrorCode, Job, JobStatus, ShoeboxError
 
@@ -126,6 +128,34 @@ class JobRunner:
         assert result is not None
         return result
 
+    def prune(self, collection: str, directory: str | None = None) -> dict[str, object]:
+        """Remove offline files (all of the collection's, or those below `directory`) from the index.
+
+        The only way offline files leave it (see `stages.vanished_in_bulk`). Runs under the
+        collection's job lock, so it never races an ingest of the same collection.
+        """
+        validate_collection_name(collection)
+        if self.catalog.get_collection(collection) is None:
+            raise ShoeboxError(ErrorCode.NOT_FOUND, f"no collection {collection!r}")
+        folder = None
+        if directory:
+            if "\x00" in directory or not os.path.isabs(directory):
+                raise ShoeboxError(ErrorCode.VALIDATION, "directory_path must be an absolute path")
+            # Only compared with catalog paths, never opened: an offline folder need not exist.
+            folder = os.path.normpath(directory)
+        lock = self._collection_lock(collection)
+        if not lock.acquire(timeout=2.0):
+            raise ShoeboxError(ErrorCode.CONFLICT, f"collection {collection!r} has a job in progress")
+        try:
+            offline = self.catalog.offline_files(collection, folder)
+            # Points first, then the catalog: a crash in between leaves a prune that is simply redone.
+            deleted = detach_paths(self.store, collection, offline)
+            self.catalog.forget_files(collection, list(offline))
+        finally:
+            lock.release()
+        log.info("pruned %d offline files from %s (%d points deleted)", len(offline), collection, deleted)
+        return {"collection_name": collection, "pruned_files": len(offline), "deleted_points": deleted}
+
     def resume_unfinished(self) -> int:
         """Start again the jobs a previous run of the service left pending or running."""
         jobs = self.catalog.unfinished_jobs()
@@ -160,11 +190,28 @@ class JobRunner:
         with self._lock:
             self._cancels[job_id] = cancel
             self._threads[job_id] = thread
-            self._collection_locks.setdefault(collection, threading.Lock())
+        self._collection_lock(collection)
         thread.start()
 
+    def _finish(self, job_id: str, status: JobStatus) -> None:
+        try:
+            self.catalog.set_job_status(job_id, status)
+        except Exception:  # the catalog itself is failing: the job must still release its collection
+            log.exception("job %s: cannot record its end (%s)", job_id, status.value)
+            try:
+                self.catalog.set_job_status(job_id, JobStatus.FAILED)
+            except Exception:
+                log.exception("job %s: cannot record its end at all", job_id)
+                return
+        if self.on_finished:
+            self.on_finished(job_id, status)
+
+    def _collection_lock(self, collection: str) -> threading.Lock:
+        with self._lock:
+            return self._collection_locks.setdefault(collection, threading.Lock())
+
     def _run(self, job_id: str, collection: str, directory: str, cancel: threading.Event) -> None:
-        lock = self._collection_locks[collection]
+        lock = self._collection_lock(collection)
         try:
             # Serialise jobs of one collection: the store merges paths by read-modify-write.
             while not lock.acquire(timeout=0.2):
@@ -178,7 +225,6 @@ class JobRunner:
                 if cancel.is_set():
                     self.catalog.set_job_status(job_id, JobStatus.CANCELLED)
                     return
-                self.catalog.set_job_status(job_id, JobStatus.RUNNING)
                 pipeline = IngestPipeline(
                     settings=self.settings,
                     catalog=self.catalog,
@@ -193,15 +239,15 @@ class JobRunner:
                     shutdown=self.shutdown,
                 )
                 try:
+                    self.catalog.set_job_status(job_id, JobStatus.RUNNING)
                     status = pipeline.run()
                 except Exception as exc:
                     log.exception("job %s crashed", job_id)
-                    self.catalog.log(job_id, f"failed: internal error: {exc}")
                     status = JobStatus.FAILED
+                    with contextlib.suppress(Exception):
+                        self.catalog.log(job_id, f"failed: internal error: {type(exc).__name__}: {exc}")
                 if status is not None:
-                    self.catalog.set_job_status(job_id, status)
-                    if self.on_finished:
-                        self.on_finished(job_id, status)
+                    self._finish(job_id, status)
             finally:
                 lock.release()
         finally:

@@ -162,7 +162,9 @@ def to_qdrant_filter(filters: SearchFilters | None) -> qm.Filter | None:
             )
         )
     if filters.camera_make:
-        must.append(qm.FieldCondition(key="camera_make", match=qm.MatchAny(any=_case_variants(filters.camera_make))))
+        must.append(
+            qm.FieldCondition(key="camera_make", match=qm.MatchAny(any=_case_variants(filters.camera_make)))
+        )
     if filters.camera_model:
         must.append(
             qm.FieldCondition(key="camera_model", match=qm.MatchAny(any=_case_variants(filters.camera_model)))
@@ -170,7 +172,9 @@ def to_qdrant_filter(filters: SearchFilters | None) -> qm.Filter | None:
     if filters.format:
         must.append(qm.FieldCondition(key="format", match=qm.MatchAny(any=_format_variants(filters.format))))
     if filters.folder:
-        must.append(qm.FieldCondition(key="folders", match=qm.MatchValue(value=normalise_folder(filters.folder))))
+        must.append(
+            qm.FieldCondition(key="folders", match=qm.MatchValue(value=normalise_folder(filters.folder)))
+        )
     if filters.has_gps is not None:
         must.append(qm.FieldCondition(key="has_gps", match=qm.MatchValue(value=filters.has_gps)))
     if filters.gps_bbox is not None:
@@ -372,11 +376,17 @@ def near_duplicate_pairs(
     """
     for page in _vector_pages(client, collection):
         for start in range(0, len(page), _QUERY_BATCH):
-            yield from _neighbour_pairs(client, collection, page[start : start + _QUERY_BATCH], threshold, neighbours)
+            yield from _neighbour_pairs(
+                client, collection, page[start : start + _QUERY_BATCH], threshold, neighbours
+            )
 
 
 def _neighbour_pairs(
-    client: QdrantClient, collection: str, batch: list[tuple[str, list[float]]], threshold: float, neighbours: int
+    client: QdrantClient,
+    collection: str,
+    batch: list[tuple[str, list[float]]],
+    threshold: float,
+    neighbours: int,
 ) -> Iterator[tuple[str, str, float]]:
     requests = [
         qm.QueryRequest(query=vector, score_threshold=threshold, limit=neighbours + 1, with_payload=False)
@@ -393,7 +403,11 @@ def _vector_pages(client: QdrantClient, collection: str) -> Iterator[list[tuple[
     offset = None
     while True:
         records, offset = client.scroll(
-            collection_name=collection, limit=_SCROLL_PAGE, offset=offset, with_payload=False, with_vectors=True
+            collection_name=collection,
+            limit=_SCROLL_PAGE,
+            offset=offset,
+            with_payload=False,
+            with_vectors=True,
         )
         page = [(str(r.id), r.vector) for r in records if isinstance(r.vector, list)]
         if page:
@@ -402,7 +416,9 @@ def _vector_pages(client: QdrantClient, collection: str) -> Iterator[list[tuple[
             return
 
 
-def group_pairs(pairs: Iterator[tuple[str, str, float]]) -> tuple[list[list[str]], dict[frozenset[str], float]]:
+def group_pairs(
+    pairs: Iterator[tuple[str, str, float]],
+) -> tuple[list[list[str]], dict[frozenset[str], float]]:
     """Connected components of the similarity pairs (union-find), biggest group first."""
     parent: dict[str, str] = {}
     scores: dict[frozenset[str], float] = {}
@@ -444,7 +460,9 @@ def find_duplicates(
         for start in range(0, len(wanted), _SCROLL_PAGE):
             chunk = wanted[start : start + _SCROLL_PAGE]
             by_id.update({str(r.id): r for r in client.retrieve(collection, ids=chunk, with_payload=True)})
-        near_hits = [[hit_from_point(by_id[pid], with_score=False) for pid in group if pid in by_id] for group in near]
+        near_hits = [
+            [hit_from_point(by_id[pid], with_score=False) for pid in group if pid in by_id] for group in near
+        ]
     return Duplicates(
         exact=[[d.id] for d in exact],
         near=near,

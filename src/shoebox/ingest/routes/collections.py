@@ -16,6 +16,10 @@ class CollectionRequest(BaseModel):
     collection_name: str
 
 
+class PruneRequest(BaseModel):
+    directory_path: str | None = None  # only the offline files below this folder
+
+
 def _known(ctx: ServiceContext) -> list[str]:
     return sorted({c.name for c in ctx.catalog.list_collections()})
 
@@ -70,9 +74,18 @@ def collection_info(name: str, ctx: ServiceContext = Depends(get_ctx)) -> dict:
         "name": name,
         "points_count": ctx.store.count(name),
         "files_count": ctx.catalog.known_count(name),
+        "offline_count": ctx.catalog.offline_count(name),
         "model_name": rec.model_name,
         "embedding_dim": rec.embedding_dim,
         "created_at": rec.created_at,
         "selected": ctx.selected_collection() == name,
         "vector_db": ctx.store.kind,
     }
+
+
+@router.post("/{name}/prune")
+def prune_collection(
+    name: str, body: PruneRequest | None = None, ctx: ServiceContext = Depends(get_ctx)
+) -> dict:
+    """Remove the collection's offline files (known files a job found missing in bulk) from the index."""
+    return ctx.jobs.prune(name, body.directory_path if body else None)

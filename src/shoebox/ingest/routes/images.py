@@ -60,7 +60,9 @@ async def list_images(
     ref = await run_in_threadpool(resolve_collection, ctx, collection_name)
     if not ref.exists:
         return ImagePage(total=0, page=page, per_page=per_page, collection_name=ref.name, results=[])
-    total, hits = await vector_call(search.list_page, ctx.store.client, ref.name, page=page, per_page=per_page)
+    total, hits = await vector_call(
+        search.list_page, ctx.store.client, ref.name, page=page, per_page=per_page
+    )
     return ImagePage(
         total=total,
         page=page,
