@@ -34,6 +34,31 @@ N_JPEG_12MP = 1000  # in 10 folders of 100 (the quick run ingests the first fold
 N_DNG = 25
 N_SMALL = 10_000  # 10 sets × 10 folders × 100 files (the quick run re-ingests the first set)
 N_224 = 128
+MODEL_INPUT = 224  # the short side the test models take: a preview below it is of no use to them
+
+
+@dataclass(frozen=True)
+class DngShape:
+    """One way a camera embeds (or fails to embed) a preview in its RAW; a corpus folder each."""
+
+    name: str  # the folder is dng_<name>
+    label: str
+    preview: bool | str  # write_dng's `preview`
+    kind: str  # what LibRaw must find: "jpeg", "bitmap", "none" or "broken"
+    long_side: int | None = None  # the preview's long side, checked on the first file written
+
+    def found(self, preview: tuple[str, int | None]) -> bool:
+        return preview[0] == self.kind and (self.long_side is None or preview[1] == self.long_side)
+
+
+DNG_SHAPES = (
+    DngShape("jpeg", "JPEG preview 1024 px", True, "jpeg", 1024),
+    DngShape("bitmap", "RGB bitmap preview 1008x756", "bitmap", "bitmap", 1008),
+    DngShape("tiny", f"160x120 preview (< {MODEL_INPUT} input)", "tiny", "jpeg", 160),
+    DngShape("none", "no preview", False, "none"),
+    DngShape("broken", "broken JPEG preview", "broken", "broken"),
+)
+_LEGACY_DNG_FOLDERS = ("dng_preview", "dng_nopreview")  # the folders before DNG_SHAPES: 1.2 GB to free
 
 
 @dataclass(frozen=True)
@@ -64,13 +89,8 @@ class Corpus:
     def jpeg224(self) -> Path:
         return self.root / "jpeg224"
 
-    @property
-    def dng_preview(self) -> Path:
-        return self.root / "dng_preview"
-
-    @property
-    def dng_nopreview(self) -> Path:
-        return self.root / "dng_nopreview"
+    def dng(self, shape: str) -> Path:
+        return self.root / f"dng_{shape}"
 
     @property
     def small10k(self) -> Path:
@@ -159,15 +179,100 @@ def with_comment(jpeg: bytes, text: str) -> bytes:
     return jpeg[:pos] + b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload + jpeg[pos:]
 
 
-def _make_dng(args: tuple[Path, Path, bool]) -> str:
+def _make_dngs(args: tuple[Path, list[tuple[Path, DngShape]]]) -> list[str]:
+    """Every DNG of one base picture: decoded once, written once per preview shape."""
     from shoebox.devtools.photos import write_dng
 
-    base, out, preview = args
+    base, outs = args
     rgb = np.asarray(_load_rgb(base))
-    tmp = out.with_name(out.stem + ".tmp.dng")
-    write_dng(tmp, rgb, preview=preview)
-    tmp.rename(out)
-    return str(out)
+    for out, shape in outs:
+        tmp = out.with_name(out.stem + ".tmp.dng")
+        long_side = {"preview_long_side": shape.long_side} if shape.long_side else {}
+        write_dng(tmp, rgb, preview=shape.preview, **long_side)
+        tmp.rename(out)
+    return [str(out) for out, _ in outs]
+
+
+def _try_dngs(args: tuple[Path, list[tuple[Path, DngShape]]]) -> str | None:
+    try:
+        _make_dngs(args)
+    except Exception as exc:  # noqa: BLE001 - a writer that does not know this shape yet
+        return repr(exc)
+    return None
+
+
+def _shape_problem(shape: DngShape, path: Path, failure: str | None) -> str | None:
+    """None when `path` has the preview `shape` stands for, else what is wrong (read in this process:
+    rawpy's OpenMP may deadlock in a forked worker)."""
+    call = f"write_dng(preview={shape.preview!r})"
+    if failure:
+        return f"{call} failed: {failure}"
+    found = preview_of(path)
+    if shape.found(found):
+        return None
+    want = shape.kind + (f", long side {shape.long_side}" if shape.long_side else "")
+    return f"{call} wrote a preview LibRaw reads as {found}, not {want}"
+
+
+def preview_of(path: Path) -> tuple[str, int | None]:
+    """What LibRaw finds as the embedded preview: ("jpeg" | "bitmap", long side), ("none" | "broken", None)."""
+    import rawpy
+
+    with rawpy.imread(str(path)) as raw:
+        try:
+            thumb = raw.extract_thumb()
+        except rawpy.LibRawNoThumbnailError:
+            return "none", None
+        except rawpy.LibRawError:
+            return "broken", None
+    if thumb.format == rawpy.ThumbFormat.BITMAP:
+        return "bitmap", max(thumb.data.shape[:2])
+    try:
+        with Image.open(BytesIO(thumb.data)) as im:
+            im.load()
+            return "jpeg", max(im.size)
+    except OSError:
+        return "broken", None
+
+
+def _ensure_dngs(
+    corpus: Corpus, pool: ProcessPoolExecutor, bases: list[Path], log: Callable[[str], None]
+) -> list[str]:
+    """The DNG folders, one per preview shape; returns what could not be built (and why)."""
+    for name in _LEGACY_DNG_FOLDERS:
+        shutil.rmtree(corpus.root / name, ignore_errors=True)
+    todo = []
+    for shape in DNG_SHAPES:
+        folder = corpus.dng(shape.name)
+        if not _done(folder, _dng_what(shape)):
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            todo.append(shape)
+    if not todo:
+        return []
+    log(f"corpus: writing {N_DNG} 12 MP DNGs for each of: {', '.join(s.label for s in todo)}")
+    # One DNG of each shape first, checked: a writer that does not know a shape costs seconds, not minutes.
+    firsts = [corpus.dng(s.name) / "DSC_0000.dng" for s in todo]
+    failures = pool.map(_try_dngs, [(bases[0], [(f, s)]) for f, s in zip(firsts, todo, strict=True)])
+    problems = []
+    for shape, first, failure in zip(todo, firsts, failures, strict=True):
+        problem = _shape_problem(shape, first, failure)
+        if problem:
+            problems.append(f"corpus {first.parent.name}: {problem}")
+            shutil.rmtree(first.parent, ignore_errors=True)
+    good = [s for s in todo if corpus.dng(s.name).exists()]
+    if good:
+        jobs = [
+            (bases[i], [(corpus.dng(s.name) / f"DSC_{i:04d}.dng", s) for s in good]) for i in range(1, N_DNG)
+        ]
+        list(pool.map(_make_dngs, jobs))
+    for shape in good:
+        _mark(corpus.dng(shape.name), _dng_what(shape))
+    return problems
+
+
+def _dng_what(shape: DngShape) -> dict:
+    return {"n": N_DNG, "preview": shape.preview, "kind": shape.kind, "long_side": shape.long_side}
 
 
 def _make_model(args: tuple[str, Path]) -> str:
@@ -203,9 +308,13 @@ def ensure(
     need_dng: bool = True,
     need_small: bool = True,
     log: Callable[[str], None] = print,
-) -> None:
-    """Build whatever is missing, in parallel processes; a no-op once everything exists."""
+) -> list[str]:
+    """Build whatever is missing, in parallel processes; a no-op once everything exists.
+
+    Returns the corpora that could not be built, each with its reason (their rows then fail).
+    """
     t0 = time.monotonic()
+    problems: list[str] = []
     corpus.root.mkdir(parents=True, exist_ok=True)
     workers = max(2, os.cpu_count() or 2)
     sources = source_photos()
@@ -250,18 +359,7 @@ def ensure(
             _mark(corpus.jpeg224, what)
 
         if need_dng:
-            for folder, preview in ((corpus.dng_preview, True), (corpus.dng_nopreview, False)):
-                what = {"n": N_DNG, "preview": preview}
-                if _done(folder, what):
-                    continue
-                log(
-                    f"corpus: writing {N_DNG} 12 MP DNGs {'with' if preview else 'without'} an embedded preview"
-                )
-                shutil.rmtree(folder, ignore_errors=True)
-                folder.mkdir(parents=True)
-                jobs = [(bases[i], folder / f"DSC_{i:04d}.dng", preview) for i in range(N_DNG)]
-                list(pool.map(_make_dng, jobs))
-                _mark(folder, what)
+            problems += _ensure_dngs(corpus, pool, bases, log)
 
         if need_small:
             what = {"n": N_SMALL}
@@ -299,6 +397,9 @@ def ensure(
     dt = time.monotonic() - t0
     if dt > 1:
         log(f"corpus: ready in {dt:.0f} s ({corpus.root})")
+    for problem in problems:
+        log(problem)
+    return problems
 
 
 def _shortest(img: Image.Image, side: int) -> Image.Image:

@@ -31,6 +31,7 @@ class Bare:
     text_s: float
     batch: int
     images: int
+    input_size: int  # the model's input side: the short side of the ingest's renditions
 
 
 def query_texts(n: int, salt: str = "") -> list[str]:
@@ -101,9 +102,12 @@ def measure_bare_encoder(corpus: Corpus, batches: int, log: Callable[[str], None
         model.embed_texts(texts[i * BARE_BATCH : (i + 1) * BARE_BATCH])
     text_s = batches * BARE_BATCH / (time.perf_counter() - t0)
     log(f"ml: bare text encoder {text_s:.1f} texts/s")
+    input_size = model.input_size
     del model
     gc.collect()
-    return Bare(img_s=img_s, text_s=text_s, batch=BARE_BATCH, images=batches * BARE_BATCH)
+    return Bare(
+        img_s=img_s, text_s=text_s, batch=BARE_BATCH, images=batches * BARE_BATCH, input_size=input_size
+    )
 
 
 def capabilities(ml: ServiceProcess) -> dict:
@@ -203,14 +207,14 @@ def run(
         ("(b) 12 MP JPEGs", sorted(corpus.jpeg12mp.rglob("*.jpg"))[:300], 64 * scale, None, None),
         (
             "(c) 12 MP DNGs, embedded preview",
-            sorted(corpus.dng_preview.glob("*.dng")),
+            sorted(corpus.dng("jpeg").glob("*.dng")),
             64 * scale,
             None,
             None,
         ),
         (
             "(d) 12 MP DNGs, no preview (half-size demosaic)",
-            sorted(corpus.dng_nopreview.glob("*.dng")),
+            sorted(corpus.dng("none").glob("*.dng")),
             32 * scale,
             None,
             None,

@@ -28,6 +28,7 @@ class Row:
     extra: dict[str, Any] = field(default_factory=dict)
     vs: str | None = None  # "image" or "text": which bare encoder the ratio is to
     min_ratio: float | None = None  # the target, when it is a ratio
+    min_ratio_vs: str | None = None  # the reference min_ratio is to, when not `vs` ("pipeline")
     clean: bool = True  # every file went through without an error (a ratio target needs that too)
 
 
@@ -46,16 +47,28 @@ class Report:
         self.rows.append(row)
         return row
 
-    def finalize(self, bare_image: float | None, bare_text: float | None) -> None:
-        """Ratios to the bare encoders, known only at the end: they bracket the run (start and end)."""
-        refs = {"image": bare_image, "text": bare_text}
+    def insert_before(self, section: str, rows: list[Row]) -> None:
+        """`rows` ahead of the section's first row (at the end when it has none)."""
+        at = next((i for i, r in enumerate(self.rows) if r.section == section), len(self.rows))
+        self.rows[at:at] = rows
+
+    def finalize(self, refs: dict[str, float | None]) -> None:
+        """Ratios to the references ("image", "text": the bare encoders; "pipeline": the pipeline limit),
+        known only at the end: they bracket the run (start and end)."""
         for row in self.rows:
-            ref = refs.get(row.vs or "")
-            if not ref or row.value is None:
+            if row.value is None:
                 continue
-            row.ratio = row.value / ref
-            if row.min_ratio is not None:
-                row.met = row.clean and row.ratio >= row.min_ratio
+            ref = refs.get(row.vs or "")
+            if ref:
+                row.ratio = row.value / ref
+            target_ref = refs.get(row.min_ratio_vs or row.vs or "")
+            if row.min_ratio is None or not target_ref:
+                continue
+            share = row.value / target_ref
+            row.met = row.clean and share >= row.min_ratio
+            if row.min_ratio_vs:
+                row.extra[f"ratio_to_{row.min_ratio_vs}"] = share
+                row.note = f"{share:.2f} of the {row.min_ratio_vs} limit; {row.note}"
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python bench/run.py`: make `bench` importable as a package
@@ -61,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     corpus = corpus_mod.Corpus()
     wants = set(args.sections)
-    corpus_mod.ensure(corpus, need_dng=bool(wants & {"ml", "ingest"}), need_small="ingest" in wants, log=log)
+    report.errors += corpus_mod.ensure(
+        corpus, need_dng=bool(wants & {"ml", "ingest"}), need_small="ingest" in wants, log=log
+    )
     report.context["model"] = (
         f"random-weight ViT-B/32 test model ({corpus.vit_b_32}): speed only, results meaningless"
     )
@@ -69,10 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         "model: full-size ViT-B/32 with RANDOM weights (make_test_model('vit-b-32')): speed is real, search results are not"
     )
 
-    bare = None
+    bare = prepare = None
     if wants & {"ml", "ingest"}:
         bare = ml_bench.measure_bare_encoder(corpus, batches=2 if args.quick else 6, log=log)
         report.context["bare_encoder"] = vars(bare)
+    if "ingest" in wants and bare:
+        prepare = _bare_prepare(report, corpus, args.quick, bare.input_size, log)
+        report.context["bare_decode_to_rendition"] = vars(prepare) if prepare else None
 
     ws_root = Path(tempfile.mkdtemp(prefix="shoebox-bench-"))
     # A fresh safe-batch probe every run: a cached one may have been measured on a busy machine.
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             if "ml" in wants and bare:
                 ml_bench.run(report, corpus, ml, bare, args.quick, log)
             if "ingest" in wants and bare:
-                ingest_bench.run(report, ws, corpus, ml, bare, args.quick, log)
+                ingest_bench.run(report, ws, corpus, ml, args.quick, log)
             if "search" in wants:
                 search_bench.run(report, ws, corpus, ml, args.quick, log)
     except Exception as exc:  # noqa: BLE001 - still print and save what was measured
@@ -128,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                 vs="text",
             ),
         ]
-        report.finalize(img, txt)
+        refs: dict[str, float | None] = {"image": img, "text": txt}
+        if prepare is not None:
+            refs["pipeline"] = _pipeline_limit(report, corpus, args.quick, bare, prepare, img, log)
+        report.finalize(refs)
     report.machine["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()[:2]]
     other = foreign.stop()
     report.machine["other_processes_during_run"] = other
@@ -144,6 +153,61 @@ def main(argv: list[str] | None = None) -> int:
         f"results: {path} (and {path.parent / 'latest.json'}) in {time.monotonic() - t_start:.0f} s"
     )
     return 1 if report.errors else 0
+
+
+def _bare_prepare(
+    report: Report, corpus: corpus_mod.Corpus, quick: bool, input_size: int, log: Callable[[str], None]
+) -> ingest_bench.BarePrepare | None:
+    try:
+        return ingest_bench.measure_bare_prepare(corpus, quick, input_size, log)
+    except Exception as exc:  # noqa: BLE001 - the pipeline limit is lost, the other rows still stand
+        report.errors.append(f"ingest bare decode-to-rendition: {exc!r}")
+        log(f"ingest: bare decode-to-rendition FAILED: {exc!r}")
+        return None
+
+
+def _pipeline_limit(
+    report: Report,
+    corpus: corpus_mod.Corpus,
+    quick: bool,
+    bare: ml_bench.Bare,
+    start: ingest_bench.BarePrepare,
+    img_s: float,
+    log: Callable[[str], None],
+) -> float:
+    """1 / (encoder + decode-to-rendition per image): what this machine's ingest of 12 MP JPEGs can reach.
+
+    The decode is measured again now the services are gone, and the faster of the two counts, as
+    for the encoder.
+    """
+    end = _bare_prepare(report, corpus, quick, bare.input_size, log)
+    report.context["bare_decode_to_rendition_end"] = vars(end) if end else None
+    prepare = min(start, end or start, key=lambda p: p.s_per_image)
+    limit = 1 / (1 / img_s + prepare.s_per_image)
+    spread = (
+        f"start {start.s_per_image * 1000:.1f}, end {end.s_per_image * 1000:.1f} ms" if end else "start only"
+    )
+    report.insert_before(
+        "ingest",
+        [
+            Row(
+                "ingest",
+                "bare decode-to-rendition of a 12 MP JPEG (1 thread)",
+                prepare.s_per_image * 1000,
+                "ms/img",
+                note=f"the faster of {spread}; {ingest_bench.prepare_note(prepare)}",
+            ),
+            Row(
+                "ingest",
+                "pipeline limit = 1 / (bare encoder + bare decode-to-rendition)",
+                limit,
+                "img/s",
+                note="what the 12 MP JPEG run can reach on this machine; its ratio is to the bare encoder",
+                vs="image",
+            ),
+        ],
+    )
+    return limit
 
 
 if __name__ == "__main__":

@@ -58,17 +58,24 @@ def start_ml(
 
 
 def start_ingest(
-    ws: Workspace, ml: ServiceProcess, data_dir: Path, name: str, timeout: float = 300.0
+    ws: Workspace,
+    ml: ServiceProcess,
+    data_dir: Path,
+    name: str,
+    timeout: float = 300.0,
+    env: dict[str, str] | None = None,
 ) -> tuple[ServiceProcess, float]:
-    env = {
+    """Start the ingestion service on `ml`; `env` adds settings of this case (SHOEBOX_RAW_TRANSPORT…)."""
+    full_env = {
         **ws.base_env(),
         "SHOEBOX_DATA_DIR": str(data_dir),
         "SHOEBOX_ML_URL": ml.url,
         "SHOEBOX_ML_URLS": "",
         "SHOEBOX_INGEST_ROOTS": str(ws.corpus_root),
+        **(env or {}),
     }
     t0 = time.monotonic()
-    svc = start_service("ingest", env=env, log_path=ws.root / f"{name}.log")
+    svc = start_service("ingest", env=full_env, log_path=ws.root / f"{name}.log")
     try:
         svc.wait_healthy(timeout=timeout)
     except Exception:
