@@ -54,7 +54,7 @@ def measure_bare_prepare(
     (shortest side to the model's input, JPEG), thumbnail (from the rendition when it is big enough),
     EXIF. Only the thumbnail's write to disk is left out."""
     from shoebox import imaging
-    from shoebox.ingest.stages import RENDITION_QUALITY
+    from shoebox.ingest.stages import rendition
 
     files = sorted(corpus.jpeg12mp_folder(quick).rglob("*.jpg"))
     n = min(len(files), 25 if quick else 100)
@@ -72,8 +72,7 @@ def measure_bare_prepare(
             data, path.name, min_side=max(input_size, thumb_side), max_pixels=imaging.DEFAULT_MAX_PIXELS
         )
         lap("decode")
-        small = imaging.resize_for_model(decoded.image, input_size)
-        imaging.encode_jpeg(small, RENDITION_QUALITY)
+        small, _ = rendition(decoded.image, input_size)
         lap("rendition")
         imaging.make_thumbnail(small if max(small.size) >= thumb_side else decoded.image, thumb_side)
         lap("thumbnail")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,87 @@ def test_heic_can_carry_a_thumbnail_like_phones_write(photo: Image.Image, tmp_pa
     heif = pillow_heif.open_heif(path)
     assert heif.size == (640, 480)
     assert heif.info["thumbnails"] == [320]
+
+
+@pytest.mark.parametrize(
+    ("preview", "found"),
+    [
+        (True, ("jpeg", (1024, 768))),
+        ("jpeg", ("jpeg", (1024, 768))),
+        ("bitmap", ("bitmap", (1024, 768))),
+        ("tiny", ("jpeg", (160, 120))),
+        ("broken", ("broken jpeg", (1024, 768))),
+        ("broken-bitmap", ("none", None)),
+        ("none", ("none", None)),
+        (False, ("none", None)),
+    ],
+)
+def test_dng_preview_shapes_are_what_libraw_finds(preview, found, photo: Image.Image, tmp_path: Path):
+    path = photos.write_dng(tmp_path / "p.dng", np.asarray(photo.resize((1600, 1200))), preview=preview)
+    with rawpy.imread(str(path)) as raw:
+        try:
+            thumb = raw.extract_thumb()
+        except rawpy.LibRawNoThumbnailError:
+            assert found == ("none", None)
+            return
+        assert raw.raw_image.shape == (1200, 1600)  # the raw is whole whatever the preview
+    if thumb.format == rawpy.ThumbFormat.BITMAP:
+        assert thumb.data.dtype == np.uint8
+        assert found == ("bitmap", (thumb.data.shape[1], thumb.data.shape[0]))
+        return
+    img = Image.open(io.BytesIO(thumb.data))
+    try:
+        img.load()
+        assert found == ("jpeg", img.size)
+    except OSError:
+        assert found == ("broken jpeg", img.size)  # its header still reads
+
+
+def test_dng_bitmap_preview_of_a_chosen_long_side(tmp_path: Path):
+    rgb = np.asarray(photos.synthetic_photo(2016, 1512, seed=1))
+    path = photos.write_dng(tmp_path / "p.dng", rgb, preview="bitmap", preview_long_side=1008)
+    with rawpy.imread(str(path)) as raw:
+        assert raw.extract_thumb().data.shape == (756, 1008, 3)
+
+
+def test_write_dng_refuses_an_unknown_preview(photo: Image.Image, tmp_path: Path):
+    with pytest.raises(ValueError, match="preview"):
+        photos.write_dng(tmp_path / "p.dng", np.asarray(photo), preview="webp")
+
+
+def test_a_12_mp_dng_is_written_in_well_under_a_second_or_two(tmp_path: Path):
+    # Benchmarks write corpora of 12 MP DNGs, one per preview shape.
+    rgb = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    started = time.perf_counter()
+    photos.write_dng(tmp_path / "big.dng", rgb, preview="jpeg")
+    assert time.perf_counter() - started < 3.0
+
+
+def test_tiff_raw_has_no_dng_version_but_libraw_demosaics_it(photo: Image.Image, tmp_path: Path):
+    path = photos.write_dng(tmp_path / "p.nef", np.asarray(photo), preview=False, dng=False)
+    tags = Image.Exif()
+    tags.load(path.read_bytes())
+    assert 50706 not in tags and 271 in tags  # no DNGVersion; a make, as every camera writes
+    rgb = _raw_rgb(path)
+    reference = np.asarray(photo.resize((320, 240)), dtype=np.float32)
+    assert np.abs(rgb.astype(np.float32) - reference).mean() < 15
+
+
+@pytest.mark.parametrize(
+    ("suffix", "magic"),
+    [
+        (".cr3", b"\x00\x00\x00\x18ftypcrx "),
+        (".raf", b"FUJIFILMCCD-RAW "),
+        (".orf", b"IIRO"),
+        (".rw2", b"IIU\x00"),
+    ],
+)
+def test_exif_only_raw_containers_start_with_their_makers_magic(suffix: str, magic: bytes, tmp_path: Path):
+    path = photos.write_exif_only_raw(tmp_path / f"p{suffix}", {"camera_make": "Acme"})
+    assert path.read_bytes().startswith(magic)
+    assert b"Acme" in path.read_bytes()
+
+
+def test_exif_only_raw_refuses_other_containers(tmp_path: Path):
+    with pytest.raises(ValueError):
+        photos.write_exif_only_raw(tmp_path / "p.nef", {"camera_make": "Acme"})

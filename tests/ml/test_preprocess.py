@@ -1,4 +1,4 @@
-"""preprocess(): OpenCLIP's inference transform, step by step."""
+"""preprocess(): OpenCLIP's inference transform, step by step (its resize: tests/imaging/test_renditions.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shoebox.ml.preprocess import PreprocessConfig, center_crop_box, preprocess, resize_for_model
+from shoebox.ml.preprocess import PreprocessConfig, center_crop_box, preprocess
 
 CFG = PreprocessConfig(size=224, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -29,12 +29,6 @@ def test_output_is_float32_channels_first_at_the_input_size() -> None:
     assert out.shape == (3, 224, 224) and out.dtype == np.float32 and out.flags.c_contiguous
 
 
-def test_shortest_side_goes_to_the_input_size_and_the_long_side_is_truncated() -> None:
-    assert resize_for_model(gradient(640, 480), 224).size == (298, 224)  # 298.67 → 298
-    assert resize_for_model(gradient(480, 640), 224).size == (224, 298)
-    assert resize_for_model(gradient(100, 50), 224).size == (448, 224)  # small images are upscaled
-
-
 def test_centre_crop_rounds_half_pixels_to_even_like_torchvision() -> None:
     assert center_crop_box(225, 224, 224) == (0, 0, 224, 224)  # round(0.5) == 0
     assert center_crop_box(227, 224, 224) == (2, 0, 226, 224)  # round(1.5) == 2
@@ -44,11 +38,6 @@ def test_centre_crop_rounds_half_pixels_to_even_like_torchvision() -> None:
 def test_mean_and_std_normalise_each_channel() -> None:
     white = Image.new("RGB", (300, 300), (255, 255, 255))
     np.testing.assert_allclose(preprocess(white, CFG), (1.0 - 0.5) / 0.25, atol=1e-6)
-
-
-def test_preshrunk_image_preprocesses_exactly_like_the_original() -> None:
-    original = gradient(1000, 700)
-    np.testing.assert_array_equal(preprocess(resize_for_model(original, 224), CFG), preprocess(original, CFG))
 
 
 def test_non_rgb_images_are_converted() -> None:

@@ -3,7 +3,9 @@
 Photos are synthetic but photo-like (sky gradient, hills, sun, shapes, texture and sensor
 noise), so JPEG sizes, decode times and thumbnails behave like real ones. DNGs are real
 CFA raws (12-bit RGGB Bayer, linear, with colour matrix and white balance) that LibRaw
-demosaics, with or without an embedded JPEG preview as cameras write them.
+demosaics, with each preview shape cameras write (JPEG, RGB bitmap, a tiny one, none) or a
+broken one, and also as a non-DNG TIFF-based RAW. CR3, RAF, ORF and RW2 containers carry
+EXIF only, for metadata tests.
 
 Needs numpy and Pillow; `write_heic` needs pillow-heif.
 """
@@ -236,11 +238,16 @@ def write_heic(
     return path
 
 
+# The preview shapes write_dng makes: what cameras embed, and how previews go wrong.
+DNG_PREVIEWS = ("jpeg", "bitmap", "tiny", "broken", "broken-bitmap", "none")
+TINY_PREVIEW_LONG_SIDE = 160  # old cameras' 160x120 thumbnail, below any model's input
+
+
 def write_dng(
     path: PathLike,
     rgb: np.ndarray | Image.Image,
     *,
-    preview: bool = True,
+    preview: bool | str = True,
     preview_long_side: int = 1024,
     preview_image: Image.Image | None = None,
     make: str = "Shoebox",
@@ -248,19 +255,31 @@ def write_dng(
     taken_at: datetime | str | None = None,
     orientation: int = 1,
     lossless_jpeg: bool = False,
+    dng: bool = True,
 ) -> Path:
     """A real CFA DNG of `rgb` (HxWx3 uint8/uint16 sRGB): linear 12-bit RGGB Bayer.
 
     The raw is uncompressed, or with `lossless_jpeg` compressed as most cameras' DNGs are
     (Compression 7, ITU T.81 lossless, predictor 1; slow in Python: keep such images small).
 
-    With `preview`, IFD0 is a JPEG preview (NewSubFileType 1, long side `preview_long_side`) and
-    the raw sits in a SubIFD, as cameras and Adobe's converter write them; LibRaw's extract_thumb
-    returns that JPEG. Without, IFD0 is the raw itself and the file has no thumbnail at all.
-    `preview_image` embeds another picture as the preview (tests use it to tell which was decoded).
-    Odd widths/heights lose their last column/row (the Bayer pattern needs 2×2 cells).
+    `preview` is one of DNG_PREVIEWS (True is "jpeg", False "none"):
+
+    - "jpeg": IFD0 is a JPEG preview (NewSubFileType 1, long side `preview_long_side`) and the raw
+      sits in a SubIFD, as cameras and Adobe's converter write them; LibRaw's extract_thumb
+      returns that JPEG.
+    - "bitmap": the same with an uncompressed 8-bit RGB strip (extract_thumb gives a BITMAP).
+    - "tiny": a JPEG preview of TINY_PREVIEW_LONG_SIDE (160x120 for 4:3), whatever the long side.
+    - "broken": a JPEG preview whose headers are intact but whose scan is garbage.
+    - "broken-bitmap": a bitmap preview whose strip points past the end of the file.
+    - "none": IFD0 is the raw itself and the file has no thumbnail at all.
+
+    `preview_image` embeds another picture as the preview (tests use it to tell which was
+    decoded). Odd widths/heights lose their last column/row (the Bayer pattern needs 2x2 cells).
+    `dng=False` leaves out DNGVersion (and UniqueCameraModel): a TIFF/EP-like CFA file, which
+    LibRaw reads as a generic TIFF-based RAW, as it reads NEF, PEF or old Kodak files (it still
+    honours the colour, level and white-balance tags); name it .nef, .pef… or .tif.
     Written with a small TIFF writer of our own: tifffile cannot store a ready-made JPEG strip
-    without imagecodecs.
+    without imagecodecs. A 12 MP file takes a few tenths of a second.
     """
     path = Path(path)
     path.write_bytes(
@@ -274,15 +293,46 @@ def write_dng(
             taken_at=taken_at,
             orientation=orientation,
             lossless_jpeg=lossless_jpeg,
+            dng=dng,
         )
     )
     return path
 
 
+def _preview_kind(preview: bool | str) -> str:
+    kind = ("jpeg" if preview else "none") if isinstance(preview, bool) else preview
+    if kind not in DNG_PREVIEWS:
+        raise ValueError(f"preview must be a bool or one of {DNG_PREVIEWS}, got {preview!r}")
+    return kind
+
+
+def _preview_ifd(kind: str, small: Image.Image) -> tuple[dict[int, tuple[int, Any]], bytes]:
+    """The tags and strip of a preview IFD0 (offsets are filled in at layout)."""
+    if kind in ("bitmap", "broken-bitmap"):
+        strip = np.asarray(small, dtype=np.uint8).tobytes()
+        compression, photometric = 1, 2  # uncompressed RGB
+    else:
+        strip = corrupt_jpeg_bytes(small) if kind == "broken" else jpeg_bytes(small, quality=88)
+        compression, photometric = 7, 6  # JPEG in YCbCr, as DNG previews are
+    tags = {
+        254: (_LONG, [1]),  # NewSubFileType: reduced-resolution preview
+        256: (_LONG, [small.width]),
+        257: (_LONG, [small.height]),
+        258: (_SHORT, [8, 8, 8]),
+        259: (_SHORT, [compression]),
+        262: (_SHORT, [photometric]),
+        277: (_SHORT, [3]),
+        278: (_LONG, [small.height]),
+        279: (_LONG, [len(strip)]),
+        284: (_SHORT, [1]),
+    }
+    return tags, strip
+
+
 def _dng_bytes(
     rgb: np.ndarray | Image.Image,
     *,
-    preview: bool,
+    preview: bool | str,
     preview_long_side: int,
     preview_image: Image.Image | None,
     make: str,
@@ -290,27 +340,17 @@ def _dng_bytes(
     taken_at: datetime | str | None,
     orientation: int,
     lossless_jpeg: bool,
+    dng: bool = True,
     raw_stub: int | None = None,
 ) -> bytes:
     """write_dng's file; `raw_stub` keeps only that many bytes of the raw data (and says so)."""
+    kind = _preview_kind(preview)
     arr = np.asarray(rgb)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"rgb must be HxWx3, got shape {arr.shape}")
     arr = arr[: arr.shape[0] // 2 * 2, : arr.shape[1] // 2 * 2]
     height, width = arr.shape[:2]
-    scale = 65535.0 if arr.dtype == np.uint16 else 255.0
-
-    # sRGB → linear light → what an RGGB sensor with green-heavy response records.
-    encoded = arr.astype(np.float32) / scale
-    linear = np.where(encoded <= 0.04045, encoded / 12.92, ((encoded + 0.055) / 1.055) ** 2.4)
-    linear /= np.array(DNG_WB_GAINS, dtype=np.float32)
-    raw_rgb = DNG_BLACK_LEVEL + linear * (DNG_WHITE_LEVEL - DNG_BLACK_LEVEL)
-    raw_rgb = np.clip(np.rint(raw_rgb), 0, DNG_WHITE_LEVEL).astype(np.uint16)
-    cfa = np.empty((height, width), dtype=np.uint16)
-    cfa[0::2, 0::2] = raw_rgb[0::2, 0::2, 0]
-    cfa[0::2, 1::2] = raw_rgb[0::2, 1::2, 1]
-    cfa[1::2, 0::2] = raw_rgb[1::2, 0::2, 1]
-    cfa[1::2, 1::2] = raw_rgb[1::2, 1::2, 2]
+    cfa = _bayer(arr)
 
     def rationals(values: Any, denominator: int = 10000) -> list[tuple[int, int]]:
         return [(round(float(value) * denominator), denominator) for value in values]
@@ -322,13 +362,14 @@ def _dng_bytes(
         272: (_ASCII, model),
         274: (_SHORT, [int(orientation)]),
         305: (_ASCII, "shoebox"),
-        50706: (_BYTE, [1, 4, 0, 0]),  # DNGVersion
-        50707: (_BYTE, [1, 1, 0, 0]),  # DNGBackwardVersion
-        50708: (_ASCII, f"{make} {model}"),  # UniqueCameraModel
         50721: (_SRATIONAL, rationals(color_matrix.ravel())),  # ColorMatrix1
         50728: (_RATIONAL, rationals(neutral)),  # AsShotNeutral
         50778: (_SHORT, [21]),  # CalibrationIlluminant1 = D65
     }
+    if dng:
+        main_tags[50706] = (_BYTE, [1, 4, 0, 0])  # DNGVersion
+        main_tags[50707] = (_BYTE, [1, 1, 0, 0])  # DNGBackwardVersion
+        main_tags[50708] = (_ASCII, f"{make} {model}")  # UniqueCameraModel
     if taken_at is not None:
         stamp = _exif_datetime(taken_at)
         # TIFF/EP allows DateTimeOriginal in IFD0; LibRaw and Pillow both read it there.
@@ -362,28 +403,17 @@ def _dng_bytes(
         raw_data = raw_data[:raw_stub]
     cfa_tags[279] = (_LONG, [len(raw_data)])
     blobs = [raw_data]
-    if preview:
+    if kind != "none":
         if preview_image is not None:
             small = preview_image.convert("RGB")
         else:
             small = Image.fromarray((arr >> 8).astype(np.uint8) if arr.dtype == np.uint16 else arr)
-        if max(small.size) > preview_long_side:
-            small.thumbnail((preview_long_side, preview_long_side), Image.Resampling.LANCZOS)
-        jpeg = jpeg_bytes(small, quality=88)
-        blobs.insert(0, jpeg)
-        ifd0_tags = {
-            **main_tags,
-            254: (_LONG, [1]),  # NewSubFileType: reduced-resolution preview
-            256: (_LONG, [small.width]),
-            257: (_LONG, [small.height]),
-            258: (_SHORT, [8, 8, 8]),
-            259: (_SHORT, [7]),  # JPEG
-            262: (_SHORT, [6]),  # YCbCr, as DNG previews are
-            277: (_SHORT, [3]),
-            278: (_LONG, [small.height]),
-            279: (_LONG, [len(jpeg)]),
-            284: (_SHORT, [1]),
-        }
+        long_side = TINY_PREVIEW_LONG_SIDE if kind == "tiny" else preview_long_side
+        if max(small.size) > long_side:
+            small.thumbnail((long_side, long_side), Image.Resampling.LANCZOS)
+        preview_tags, strip = _preview_ifd(kind, small)
+        ifd0_tags = {**main_tags, **preview_tags}
+        blobs.insert(0, strip)
         ifds = [ifd0_tags, cfa_tags]
     else:
         cfa_tags.update(main_tags)
@@ -406,15 +436,36 @@ def _dng_bytes(
     for _ in range(2):  # offsets are values inside the IFDs, but never change their size
         ifd_offsets, blob_offsets = layout()
         cfa_tags[273] = (_LONG, [blob_offsets[-1]])
-        if preview:
+        if kind != "none":
             ifd0_tags[273] = (_LONG, [blob_offsets[0]])
             ifd0_tags[330] = (_LONG, [ifd_offsets[1]])  # SubIFDs
+    if kind == "broken-bitmap":
+        # A strip that starts inside the file and runs past its end (a preview cut short).
+        ifd0_tags[273] = (_LONG, [blob_offsets[-1] + len(raw_data) - len(blobs[0]) // 2])
     out = bytearray(b"II*\x00" + struct.pack("<I", ifd_offsets[0]))
     for tags, offset in zip(ifds, ifd_offsets, strict=True):
         out += b"\x00" * (offset - len(out)) + _ifd_bytes(tags, offset)
     for blob, offset in zip(blobs, blob_offsets, strict=True):
         out += b"\x00" * (offset - len(out)) + blob
     return bytes(out)
+
+
+def _bayer(arr: np.ndarray) -> np.ndarray:
+    """What an RGGB sensor with a green-heavy response records of an sRGB picture: HxW uint16.
+
+    sRGB → linear light → white-balance gain → 12-bit levels, looked up per value (a table of
+    256 or 65536 entries per channel) and only for the colour each photosite sees.
+    """
+    levels = 65536 if arr.dtype == np.uint16 else 256
+    encoded = np.arange(levels, dtype=np.float32) / np.float32(levels - 1)
+    linear = np.where(encoded <= 0.04045, encoded / 12.92, ((encoded + 0.055) / 1.055) ** 2.4)
+    span = DNG_WHITE_LEVEL - DNG_BLACK_LEVEL
+    cfa = np.empty(arr.shape[:2], dtype=np.uint16)
+    for (dy, dx), channel in (((0, 0), 0), ((0, 1), 1), ((1, 0), 1), ((1, 1), 2)):
+        raw = DNG_BLACK_LEVEL + linear / np.float32(DNG_WB_GAINS[channel]) * span
+        table = np.clip(np.rint(raw), 0, DNG_WHITE_LEVEL).astype(np.uint16)
+        cfa[dy::2, dx::2] = table[arr[dy::2, dx::2, channel]]
+    return cfa
 
 
 def _lossless_jpeg(samples: np.ndarray, precision: int) -> bytes:
@@ -491,20 +542,96 @@ def _ifd_bytes(tags: dict[int, tuple[int, Any]], offset: int) -> bytes:
     return struct.pack("<H", len(tags)) + bytes(entries) + b"\x00\x00\x00\x00" + bytes(extra)
 
 
+# ------------------------------------------------------------------ RAW containers with EXIF only
+
+EXIF_ONLY_RAW_SUFFIXES = (".cr3", ".raf", ".orf", ".rw2")
+# The uuid box of Canon's CR3 that holds the metadata boxes CMT1 (IFD0), CMT2 (Exif), CMT4 (GPS).
+CR3_CANON_UUID = bytes.fromhex("85c0b687820f11e08111f4ce462b6a48")
+
+
+def write_exif_only_raw(path: PathLike, exif: Mapping[str, Any]) -> Path:
+    """A camera RAW container of the kind the suffix names (EXIF_ONLY_RAW_SUFFIXES) holding `exif`
+    (keys as `make_exif` takes) where that maker puts it, and no image data at all: for testing
+    metadata reading (LibRaw reads none of them as a picture).
+
+    - .cr3: ISO-BMFF; ftyp "crx ", moov → Canon's uuid box → CMT1, CMT2, CMT4 TIFF blobs.
+    - .raf: Fujifilm's header, whose offset at byte 84 points to a JPEG carrying the EXIF.
+    - .orf: a TIFF with Olympus's magic "IIRO", its Exif and GPS IFDs where TIFF has them.
+    - .rw2: a TIFF with Panasonic's magic "IIU\\0": make, model and orientation in IFD0, the rest
+      in the EXIF of the JpgFromRaw (tag 0x2E) JPEG, as Panasonic cameras write it.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    tags = make_exif(exif)
+    if suffix == ".cr3":
+        data = _cr3_exif_only(tags)
+    elif suffix == ".raf":
+        data = _raf_exif_only(
+            jpeg_bytes(synthetic_photo(160, 120), exif=exif), str(exif.get("camera_model", ""))
+        )
+    elif suffix == ".orf":
+        data = b"IIRO" + _tiff_blob(tags)[4:]
+    elif suffix == ".rw2":
+        ifd0 = {**dict(tags), 0x002E: jpeg_bytes(synthetic_photo(160, 120), exif=exif)}
+        data = b"IIU\x00" + _tiff_blob(ifd0)[4:]
+    else:
+        raise ValueError(f"write_exif_only_raw writes {EXIF_ONLY_RAW_SUFFIXES}, not {suffix!r}")
+    path.write_bytes(data)
+    return path
+
+
+def _tiff_blob(tags: Image.Exif | Mapping[int, Any]) -> bytes:
+    """A little-endian TIFF (header, IFD0 and any Exif/GPS IFDs) of the tags, as Pillow writes it."""
+    exif = tags if isinstance(tags, Image.Exif) else Image.Exif()
+    if exif is not tags:
+        for tag, value in tags.items():
+            exif[tag] = value
+    exif.endian = "<"
+    return exif.tobytes()[len(b"Exif\x00\x00") :]
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+
+def _cr3_exif_only(tags: Image.Exif) -> bytes:
+    metadata = (
+        _box(b"CNCV", b"CanonCR3_001/00.10.00/00.00.00")
+        + _box(b"CMT1", _tiff_blob(dict(tags)))
+        + _box(b"CMT2", _tiff_blob(tags.get_ifd(EXIF_IFD)))
+        + _box(b"CMT4", _tiff_blob(tags.get_ifd(GPS_IFD)))
+    )
+    ftyp = _box(b"ftyp", b"crx " + struct.pack(">I", 1) + b"crx isom")
+    return ftyp + _box(b"moov", _box(b"uuid", CR3_CANON_UUID + metadata)) + _box(b"mdat", b"")
+
+
+def _raf_exif_only(jpeg: bytes, model: str) -> bytes:
+    header = b"FUJIFILMCCD-RAW 0201FF383501" + model.encode()[:32].ljust(32, b"\x00") + b"0100" + b"\x00" * 20
+    jpeg_at = len(header) + 24 + 52  # the directory of offsets, then padding as cameras leave it
+    directory = struct.pack(">6I", jpeg_at, len(jpeg), 0, 0, 0, 0)  # JPEG, then CFA header and CFA: none
+    return header + directory + b"\x00" * 52 + jpeg
+
+
 # ------------------------------------------------------------------ writers of bad files
 
 
-def write_corrupt_jpeg(path: PathLike, img: Image.Image | None = None, seed: int = 0) -> Path:
-    """A JPEG whose entropy-coded scan has garbage in the middle, including a stray SOF marker:
-    headers intact (it opens and reports its size), but libjpeg fails when decoding the pixels."""
-    data = bytearray(jpeg_bytes(img if img is not None else synthetic_photo(320, 240, seed)))
-    scan_start = data.index(b"\xff\xda") + 2 + struct.unpack(">H", data[data.index(b"\xff\xda") + 2 :][:2])[0]
+def corrupt_jpeg_bytes(img: Image.Image, seed: int = 0) -> bytes:
+    """A JPEG of `img` whose entropy-coded scan has garbage in the middle, including a stray SOF
+    marker: headers intact (it opens and reports its size), but libjpeg fails decoding the pixels."""
+    data = bytearray(jpeg_bytes(img))
+    sos = data.index(b"\xff\xda")
+    scan_start = sos + 2 + struct.unpack(">H", data[sos + 2 : sos + 4])[0]
     middle = scan_start + (len(data) - 2 - scan_start) // 2
     garbage = bytes(np.random.default_rng(seed).integers(0, 256, 64, dtype=np.uint8))
     # A second SOF inside the scan is a fatal "invalid JPEG file structure" for libjpeg.
     data[middle : middle + 80] = garbage + b"\xff\xc0\x00\x11\x08\x00\x10\x00\x10\x03\x01\x22\x00\x02\x11\x01"
+    return bytes(data)
+
+
+def write_corrupt_jpeg(path: PathLike, img: Image.Image | None = None, seed: int = 0) -> Path:
+    """A JPEG that opens but cannot be decoded (see `corrupt_jpeg_bytes`)."""
     path = Path(path)
-    path.write_bytes(bytes(data))
+    path.write_bytes(corrupt_jpeg_bytes(img if img is not None else synthetic_photo(320, 240, seed), seed))
     return path
 
 

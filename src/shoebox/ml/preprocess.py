@@ -3,7 +3,8 @@
 OpenCLIP (resize_mode "shortest") is torchvision's Resize(S, bicubic) on a PIL image, then
 CenterCrop(S), ToTensor and Normalize(mean, std). Each step is reproduced exactly here, including
 torchvision's truncation of the long side and its rounding of the crop offset, so embeddings match
-the reference pipeline (see tests/ml/test_preprocess_parity.py).
+the reference pipeline (see tests/ml/test_preprocess_parity.py). The resize is
+`shoebox.imaging.resize_for_model`, which the ingest's renditions use too.
 """
 
 from __future__ import annotations
@@ -16,12 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-_RESAMPLING = {
-    "bicubic": Image.Resampling.BICUBIC,
-    "bilinear": Image.Resampling.BILINEAR,
-    "nearest": Image.Resampling.NEAREST,
-    "lanczos": Image.Resampling.LANCZOS,
-}
+# The resize is shared with the ingest side, whose renditions must preprocess exactly alike.
+from shoebox.imaging.renditions import RESAMPLING, resize_for_model
 
 
 @dataclass(frozen=True)
@@ -33,7 +30,7 @@ class PreprocessConfig:
     resize_mode: str = "shortest"
 
     def __post_init__(self) -> None:
-        if self.interpolation not in _RESAMPLING:
+        if self.interpolation not in RESAMPLING:
             raise ValueError(f"unsupported interpolation {self.interpolation!r}")
         if self.resize_mode not in ("shortest", "squash"):
             raise ValueError(f"unsupported resize_mode {self.resize_mode!r}")
@@ -59,26 +56,6 @@ class PreprocessConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def shortest_side_size(width: int, height: int, size: int) -> tuple[int, int]:
-    """(width, height) after scaling the shortest side to `size`, truncated as torchvision does."""
-    if width <= height:
-        return size, int(size * height / width)
-    return int(size * width / height), size
-
-
-def resize_for_model(img: Image.Image, size: int, interpolation: str = "bicubic") -> Image.Image:
-    """Scale the shortest side to `size`: the first step of `preprocess`, exactly.
-
-    Others may call it to shrink an image before sending or caching it; preprocessing the result
-    then gives the same tensor as preprocessing the original, because `preprocess` leaves an image
-    whose shortest side is already `size` untouched (as torchvision's Resize does).
-    """
-    target = shortest_side_size(img.width, img.height, size)
-    if target == img.size:
-        return img
-    return img.resize(target, _RESAMPLING[interpolation])
-
-
 def center_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
     # torchvision's CenterCrop uses Python's round(), which rounds halves to even.
     left = int(round((width - size) / 2.0))
@@ -93,7 +70,7 @@ def preprocess(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     size = cfg.size
     if cfg.resize_mode == "squash":
         if img.size != (size, size):
-            img = img.resize((size, size), _RESAMPLING[cfg.interpolation])
+            img = img.resize((size, size), RESAMPLING[cfg.interpolation])
     else:
         img = resize_for_model(img, size, cfg.interpolation)
         if img.size != (size, size):

@@ -7,7 +7,6 @@ so it names the same image in every collection.
 
 from __future__ import annotations
 
-import io
 import mimetypes
 import os
 from pathlib import Path
@@ -134,14 +133,12 @@ def _thumbnail_file(thumbs_dir: Path, relative: str | None) -> Path | None:
 
 
 def _render_jpeg(path: Path, max_pixels: int, thumbnail_size: int | None) -> bytes:
-    from shoebox.imaging import decode_full, make_thumbnail
+    from shoebox.imaging import decode_full, encode_jpeg, make_thumbnail
 
     image = decode_full(path, path.name, max_pixels)
     if thumbnail_size:
         return make_thumbnail(image, thumbnail_size)
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=RENDITION_QUALITY)
-    return buffer.getvalue()
+    return encode_jpeg(image, RENDITION_QUALITY)
 
 
 def _max_pixels(ctx: ServiceContext) -> int:
