@@ -85,10 +85,30 @@ def test_decode_for_model_uses_a_big_enough_preview_else_a_half_size_demosaic(
         assert_is(decoded.image, RED)
         assert demosaics == []
     else:
-        # Half of the 640x480 sensor (already below 2x min_side): a full demosaic would be 214x160.
+        # Bayer cells binned straight to the model's scale (here 2x2 sensor pixels per output
+        # pixel: 320x240 is the smallest >= 150 on its short side); no LibRaw demosaic at all.
         assert decoded.image.size == (320, 240)
-        assert [call["half_size"] for call in demosaics] == [True]
+        assert demosaics == []
         assert difference(decoded.image, photo) < 20
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 8, 3])
+@pytest.mark.parametrize("container", CONTAINERS)
+def test_the_binned_sensor_rendition_matches_libraws_half_size_demosaic(
+    orientation: int, container: str, tmp_path: Path, demosaics: list
+):
+    photo = photos.synthetic_photo(1600, 1200, seed=7)
+    data, name = raw_file(tmp_path, photo, container, preview="none", orientation=orientation)
+    decoded = decode(data, name, min_side=300)
+    assert demosaics == []
+    upright = (1200, 1600) if orientation in (6, 8) else (1600, 1200)
+    assert (decoded.width, decoded.height) == upright
+    # 4x4 sensor pixels per output pixel: 400x300 (upright), reduced no further.
+    assert decoded.image.size == (upright[0] // 4, upright[1] // 4)
+    reference = decode_full(data, name)  # LibRaw's half-size demosaic, flipped by LibRaw
+    assert [call["half_size"] for call in demosaics] == [True]
+    assert reference.size == (upright[0] // 2, upright[1] // 2)
+    assert difference(decoded.image, reference) < 8  # ≈ 6 here; ≈ 2 on real photos (README)
 
 
 @pytest.mark.parametrize("container", CONTAINERS)

@@ -52,6 +52,9 @@ def decode_raw(data: bytes, filename: str, *, min_side: int | None, max_pixels: 
             return DecodedImage(finish(preview[0], preview[1], min_side), width, height)
         try:
             check_raw_not_blank(raw.raw_image_visible, filename)
+            small = binned_sensor(raw, min_side) if min_side else None
+            if small is not None:  # still in the sensor's orientation
+                return DecodedImage(finish(small, orientation, min_side), width, height)
             rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
         except ShoeboxError:
             raise
@@ -59,6 +62,73 @@ def decode_raw(data: bytes, filename: str, *, min_side: int | None, max_pixels: 
             raise raw_error(filename, f"LibRaw cannot decode its image data: {_libraw_message(exc)}") from exc
     # LibRaw has already applied `flip` to the demosaiced image.
     return DecodedImage(finish(Image.fromarray(rgb), 1, min_side), width, height)
+
+
+# Rec. 709 transfer curve, LibRaw's default output gamma (2.222, slope 4.5).
+_GAMMA_LINEAR_BELOW, _GAMMA_SLOPE, _GAMMA_POWER = 0.018, 4.5, 0.45
+# LibRaw's default auto-brightening: this share of the pixels ends up at or above white.
+_AUTO_BRIGHT_QUANTILE = 0.999
+
+
+def binned_sensor(raw: Any, min_side: int) -> Image.Image | None:
+    """A small RGB rendition straight from a 2×2 Bayer sensor: each output pixel averages
+    (2f)×(2f) sensor pixels (f as large as keeps the short side ≥ `min_side`), then black level,
+    camera white balance, the camera→sRGB matrix, auto-brightening and gamma as LibRaw applies
+    them. None for other sensors (X-Trans, Foveon, 4-colour, linear DNG): they take LibRaw's
+    half-size demosaic.
+
+    Written by hand because LibRaw's smallest output is half size: a 12 MP half-size demosaic
+    costs ≈ 140 ms here, this ≈ 50 ms (mostly the unpack), for a picture the model shrinks to
+    224 px anyway. Mean difference from LibRaw's half-size output, resized alike: ≈ 2/255.
+    """
+    pattern = raw.raw_pattern
+    if (
+        raw.raw_type != rawpy.RawType.Flat
+        or raw.num_colors != 3
+        or pattern is None
+        or pattern.shape != (2, 2)
+        or sorted(int(c) for c in pattern.flat) != [0, 1, 2, 3]
+    ):
+        return None
+    img = raw.raw_image_visible
+    h, w = img.shape
+    f = min(h, w) // 2 // min_side
+    if f < 1:
+        return None
+    rows, cols = h // (2 * f), w // (2 * f)
+    # Sum f×f Bayer cells in two cheap steps (rows, then columns): (rows, 2, cols, 2) sums.
+    cells = (
+        img[: rows * 2 * f, : cols * 2 * f]
+        .reshape(rows, f, 2, cols * 2 * f)
+        .sum(axis=1, dtype=np.uint32)
+        .reshape(rows, 2, cols, f, 2)
+        .sum(axis=3)
+    )
+    black = np.asarray(raw.black_level_per_channel, np.float32)
+    rgb = np.zeros((rows, cols, 3), np.float32)
+    for dy in range(2):
+        for dx in range(2):
+            c = int(pattern[dy, dx])  # LibRaw colour index: 0 R, 1 G, 2 B, 3 second G
+            rgb[..., (0, 1, 2, 1)[c]] += cells[:, dy, :, dx] / (f * f) - black[c]
+    rgb[..., 1] /= 2
+    wb = np.asarray(raw.camera_whitebalance[:3], np.float32)
+    if not (wb > 0).all():
+        wb = np.asarray(raw.daylight_whitebalance[:3], np.float32)
+    wb = wb / wb[1] if (wb > 0).all() else np.ones(3, np.float32)
+    rgb *= wb / max(float(raw.white_level) - float(black.mean()), 1.0)
+    matrix = np.asarray(raw.color_matrix, np.float32)[:, :3]
+    if np.abs(matrix).sum() > 0:
+        rgb = rgb @ matrix.T
+    np.clip(rgb, 0.0, 1.0, out=rgb)
+    white = float(np.quantile(rgb, _AUTO_BRIGHT_QUANTILE))
+    if white > 0:
+        rgb = np.clip(rgb / white, 0.0, 1.0)
+    curve = np.where(
+        rgb < _GAMMA_LINEAR_BELOW,
+        _GAMMA_SLOPE * rgb,
+        (1 + 0.099) * np.power(rgb, _GAMMA_POWER) - 0.099,
+    )
+    return Image.fromarray((np.clip(curve, 0.0, 1.0) * 255 + 0.5).astype(np.uint8))
 
 
 def _libraw_message(exc: Exception) -> str:

@@ -1,8 +1,9 @@
 """The ML inference service: CLIP embeddings for images and texts over HTTP (API.md, ML section).
 
-Request path of an image batch: admit (reserve queue room or answer 429 at once) → read and
-decode every file in the decode pool (never on the event loop, never on the inference thread)
-→ one scheduler job for the images that decoded → per-item results, 200 for the batch.
+Request path of an image batch: refuse at once (429) when the queue has no room at all → read
+the body (multipart: streamed, `ml.uploads`) → admit (reserve queue room for every file or answer
+429) → decode every file in the decode pool (never on the event loop, never on the inference
+thread) → one scheduler job for the images that decoded → per-item results, 200 for the batch.
 """
 
 from __future__ import annotations
@@ -16,13 +17,11 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
-from PIL import Image
-from starlette.formparsers import MultiPartParser
 
 from shoebox import imaging
 from shoebox.http import install_api_key, install_error_handlers
@@ -31,8 +30,9 @@ from shoebox.ml.captioning import Captioner, NoCaptioner
 from shoebox.ml.config import MLSettings
 from shoebox.ml.models.clip import ClipModel
 from shoebox.ml.models.download import resolve_model_dir
-from shoebox.ml.preprocess import preprocess
+from shoebox.ml.prepare import Prepared, prepare_image
 from shoebox.ml.scheduler import InferenceScheduler, Ticket
+from shoebox.ml.uploads import UploadedFile, UploadLimits, read_multipart, too_many_files
 from shoebox.protocol import (
     BatchRequest,
     BatchResponse,
@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Upload parts up to this size stay in memory rather than in a temp file.
-SPOOL_MAX_BYTES = 64 * 1024 * 1024
 # Texts in one /embed_text request.
 MAX_TEXTS = 1024
 
@@ -60,17 +58,6 @@ class MLCapabilities(Capabilities):
     queue_depth: int = 0
     runtime_version: str = ""
     probe_source: str = ""
-
-
-@dataclass
-class Prepared:
-    """One image ready for the encoder, or the reason it is not."""
-
-    array: np.ndarray | None = None
-    width: int | None = None
-    height: int | None = None
-    caption: str | None = None
-    error: ShoeboxError | None = None
 
 
 @dataclass
@@ -141,25 +128,13 @@ class MLRuntime:
 
     def prepare(self, read: Callable[[], bytes], filename: str) -> Prepared:
         """Runs in the decode pool: bytes → original size + the encoder's input tensor."""
-        try:
-            data = read()
-            decoded = imaging.decode_for_model(
-                data, filename, min_side=self.model.input_size, max_pixels=self.settings.max_image_pixels
-            )
-            array = preprocess(decoded.image, self.model.preprocess_cfg)
-            caption = self.captioner.caption([decoded.image])[0] if self.captioner.enabled else None
-            return Prepared(array, decoded.width, decoded.height, caption)
-        except ShoeboxError as exc:
-            return Prepared(error=exc)
-        except Image.DecompressionBombError as exc:
-            return Prepared(error=ShoeboxError(ErrorCode.IMAGE_TOO_LARGE, str(exc)))
-        except MemoryError:
-            return Prepared(
-                error=ShoeboxError(ErrorCode.IMAGE_TOO_LARGE, "not enough memory to decode the image")
-            )
-        except Exception as exc:  # noqa: BLE001 - a decoder's surprise fails its item, not the batch
-            log.warning("unexpected error decoding %s", filename, exc_info=True)
-            return Prepared(error=ShoeboxError(ErrorCode.DECODING_IMAGE, f"{type(exc).__name__}: {exc}"))
+        return prepare_image(
+            read,
+            filename,
+            self.model,
+            max_pixels=self.settings.max_image_pixels,
+            captioner=self.captioner,
+        )
 
     async def embed_files(
         self, files: list[tuple[str, str, Callable[[], bytes]]], ticket: Ticket
@@ -255,20 +230,11 @@ def _b64_reader(data: str, limit: int) -> Callable[[], bytes]:
     return read
 
 
-def _part_reader(stream: IO[bytes], size: int | None, limit: int) -> Callable[[], bytes]:
+def _part_reader(part: UploadedFile, limit: int) -> Callable[[], bytes]:
     def read() -> bytes:
-        if size is not None and size > limit:
-            raise ShoeboxError(
-                ErrorCode.IMAGE_TOO_LARGE, f"file of {size} bytes exceeds the {limit}-byte upload limit"
-            )
-        try:
-            stream.seek(0)
-            data = stream.read(limit + 1)
-        except (OSError, ValueError) as exc:
-            raise ShoeboxError(ErrorCode.FILE_READ, f"could not read the uploaded file: {exc}") from exc
-        if len(data) > limit:
-            raise ShoeboxError(ErrorCode.IMAGE_TOO_LARGE, f"file exceeds the {limit}-byte upload limit")
-        return data
+        if part.data is None:
+            raise part.too_large(limit)
+        return part.data
 
     return read
 
@@ -277,12 +243,42 @@ def _check_count(n: int, settings: MLSettings) -> None:
     if n == 0:
         raise ShoeboxError(ErrorCode.VALIDATION, "no images in the request")
     if n > settings.max_batch_files:
-        raise ShoeboxError(
-            ErrorCode.VALIDATION,
-            f"too many files in one request: {n} > {settings.max_batch_files} (SHOEBOX_MAX_BATCH_FILES)",
-            status=413,
-            max_batch_files=settings.max_batch_files,
-        )
+        raise too_many_files(settings.max_batch_files)
+
+
+def _upload_limits(settings: MLSettings) -> UploadLimits:
+    return UploadLimits(
+        max_files=settings.max_batch_files,
+        max_file_bytes=settings.max_upload_bytes,
+        max_body_bytes=settings.max_request_bytes,
+    )
+
+
+# The multipart endpoint parses its own body, so its schema is spelled out for /docs.
+_MULTIPART_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "The images; each part's filename is the file's name.",
+                        },
+                        "unique_ids": {
+                            "type": "string",
+                            "description": "JSON list of ids, one per file, same order.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 def _unique_ids(raw: str | None, n: int) -> list[str]:
@@ -360,22 +356,23 @@ async def batch_embed_and_caption(body: BatchRequest, request: Request) -> Respo
     return runtime.batch_response(items)
 
 
-@router.post("/api/v1/batch_embed_and_caption_multipart", response_model=BatchResponse, tags=["ml"])
-async def batch_embed_and_caption_multipart(
-    request: Request,
-    files: list[UploadFile] = File(..., description="The images; each part's filename is the file's name."),
-    unique_ids: str | None = Form(None, description="JSON list of ids, one per file, same order."),
-) -> Response:
+@router.post(
+    "/api/v1/batch_embed_and_caption_multipart",
+    response_model=BatchResponse,
+    tags=["ml"],
+    openapi_extra=_MULTIPART_BODY,
+)
+async def batch_embed_and_caption_multipart(request: Request) -> Response:
     """Original file bytes (RAW too) as multipart; a bad image fails its own item (200 for the batch)."""
     runtime = _runtime(request)
-    _check_count(len(files), runtime.settings)
-    ids = _unique_ids(unique_ids, len(files))
-    ticket = runtime.scheduler.admit(len(files))
+    # A full queue turns the request away before its body (maybe hundreds of MB of RAW) is read.
+    runtime.scheduler.admit(1).release()
+    form = await read_multipart(request, "files", _upload_limits(runtime.settings))
+    _check_count(len(form.files), runtime.settings)
+    ids = _unique_ids(form.fields.get("unique_ids"), len(form.files))
+    ticket = runtime.scheduler.admit(len(form.files))
     limit = runtime.settings.max_upload_bytes
-    work = [
-        (uid, f.filename or "", _part_reader(f.file, f.size, limit))
-        for uid, f in zip(ids, files, strict=True)
-    ]
+    work = [(uid, f.filename, _part_reader(f, limit)) for uid, f in zip(ids, form.files, strict=True)]
     items = await _unless_disconnected(request, runtime.embed_files(work, ticket))
     return runtime.batch_response(items)
 
@@ -394,10 +391,6 @@ async def embed(body: SingleEmbedRequest, request: Request) -> dict[str, Any]:
 
 def create_app(settings: MLSettings | None = None) -> FastAPI:
     settings = settings or MLSettings()
-    # Starlette spills every upload part over 1 MiB to a temp file and writes it in 64 KiB hops
-    # through the thread pool: for 25 MB RAW originals that was most of the per-file cost. Keep
-    # parts up to SPOOL_MAX_BYTES in memory (the ingest client caps its bytes in flight anyway).
-    MultiPartParser.spool_max_size = min(SPOOL_MAX_BYTES, settings.max_upload_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -52,3 +52,6 @@ class MLSettings(BaseSettings):
         default=256 * 1024 * 1024, description="Refuse a single file above this size."
     )
     max_batch_files: int = Field(default=512, description="Files accepted in one batch request.")
+    max_request_bytes: int = Field(
+        default=2 * 1024**3, description="Refuse a multipart batch request whose body is above this size."
+    )
