@@ -1,8 +1,8 @@
 """A job always ends and accounts for every file, whatever the ML service, the cache or the catalog do.
 
 In process, with the real catalog (SQLite), embedded Qdrant, embedding cache and decoders; only
-the ML service — an external boundary — is replaced: by a fake client that raises, answers too
-few results or stalls, or by the real client talking to an HTTP transport that answers garbage.
+the ML service — an external boundary — is replaced: by a fake client that raises or stalls, or
+by the real client talking to an HTTP transport that answers too few results or garbage.
 Each test checks that the job ends, that `processed_files == total_files` with a code on every
 failure, and that the collection is free again (a second job on it completes).
 """
@@ -10,6 +10,8 @@ failure, and that the collection is free again (a second job on it completes).
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import sqlite3
 import threading
 import time
@@ -68,8 +70,6 @@ class FakeML:
             Item(unique_id=f.unique_id, filename=f.filename, embedding=_vector(f.data), width=32, height=32)
             for f in files
         ]
-        if self.mode == "too_few":
-            items = items[: len(items) // 2]
         return items, "fake-model"
 
     def close(self) -> None:
@@ -161,9 +161,33 @@ def test_a_client_that_raises_fails_each_file_with_a_code(open_service, tmp_path
     _assert_collection_free(ctx, folder, ml)
 
 
+def _client_answering(tmp_path: Path, batch_answer: Callable[[httpx.Request], httpx.Response]) -> MLClient:
+    """The real ML client, its HTTP answered by `batch_answer` (capabilities: FakeML's)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/capabilities"):
+            return httpx.Response(200, json=FakeML().capabilities().model_dump())
+        return batch_answer(request)
+
+    client = MLClient(IngestSettings(data_dir=tmp_path / "unused", ml_url="http://ml.invalid"))
+    client._http = httpx.Client(transport=httpx.MockTransport(handler))
+    return client
+
+
 def test_an_answer_with_too_few_results_fails_only_the_missing_files(open_service, tmp_path: Path) -> None:
-    ml = FakeML("too_few")
-    ctx = open_service(ml)
+    short = {"answers": True}
+
+    def half_the_results(request: httpx.Request) -> httpx.Response:
+        ids = json.loads(re.search(rb'name="unique_ids"\r\n\r\n(.*?)\r\n', request.content).group(1))
+        results = [
+            {"unique_id": uid, "filename": "x.jpg", "embedding": _vector(uid.encode())}
+            for uid in (ids[: len(ids) // 2] if short["answers"] else ids)
+        ]
+        return httpx.Response(
+            200, json={"results": results, "model_name": "fake-model", "device_used": "cpu"}
+        )
+
+    ctx = open_service(_client_answering(tmp_path, half_the_results))
     folder = _folder(tmp_path)
     job = _run(ctx, folder)
     _assert_accounted(job, N_FILES)
@@ -171,7 +195,10 @@ def test_an_answer_with_too_few_results_fails_only_the_missing_files(open_servic
     assert {e.code for e in job.errors} == {ErrorCode.ML_UNAVAILABLE}
     assert all("no result for this file" in e.message for e in job.errors)
     assert ctx.store.count("lib") == job.indexed
-    _assert_collection_free(ctx, folder, ml)
+    short["answers"] = False  # the collection is free again, and the missing files get done
+    again = _run(ctx, folder)
+    assert again.status == JobStatus.COMPLETED, again.logs
+    _assert_accounted(again, N_FILES)
 
 
 def test_a_stalled_ml_request_is_abandoned_at_its_deadline(open_service, tmp_path: Path) -> None:
@@ -202,17 +229,10 @@ def test_a_stalled_ml_request_is_abandoned_at_its_deadline(open_service, tmp_pat
 def test_garbage_from_the_ml_service_fails_the_batch_not_the_service(
     open_service, tmp_path: Path, answer: httpx.Response
 ) -> None:
-    fake = FakeML()
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/capabilities"):
-            return httpx.Response(200, json=fake.capabilities().model_dump())
+    def garbage(request: httpx.Request) -> httpx.Response:
         return httpx.Response(answer.status_code, content=answer.content, headers=answer.headers)
 
-    settings = IngestSettings(data_dir=tmp_path / "unused", ml_url="http://ml.invalid")
-    client = MLClient(settings)
-    client._http = httpx.Client(transport=httpx.MockTransport(handler))
-    ctx = open_service(client)
+    ctx = open_service(_client_answering(tmp_path, garbage))
     job = _run(ctx, _folder(tmp_path))
     assert job.status == JobStatus.COMPLETED_WITH_ERRORS
     _assert_accounted(job, N_FILES)

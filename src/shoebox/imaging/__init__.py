@@ -67,8 +67,9 @@ def decode_for_model(data: bytes, filename: str, *, min_side: int, max_pixels: i
     JPEG is decoded by libjpeg's DCT scaling (`draft`) straight to between 1× and 2× `min_side`;
     HEIC uses its embedded thumbnail when that is a big enough scaled copy; other formats are
     decoded whole then box-reduced. RAW uses the embedded preview (JPEG, drafted the same way, or
-    an uncompressed bitmap) when its short side is at least `min_side`, else a half-size
-    demosaic, never a full demosaic; a broken preview counts as none. Images smaller than
+    an uncompressed bitmap) when its short side is at least `min_side`, else a 2×2 Bayer sensor
+    binned straight to `min_side` (other sensors: a half-size demosaic), never a full demosaic;
+    a broken preview counts as none. Images smaller than
     `min_side` come back at their own size. Raises `ShoeboxError`.
     """
     return _decode(data, filename, min_side=min_side, max_pixels=max_pixels)

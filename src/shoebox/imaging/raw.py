@@ -1,6 +1,7 @@
-"""Camera RAW through LibRaw (rawpy): the embedded preview when it is big enough, else a
-half-size demosaic, never a full demosaic; and the checks that catch RAWs whose sensor data
-is missing, which LibRaw may "decode" to garbage without an error."""
+"""Camera RAW through LibRaw (rawpy): the embedded preview when it is big enough, else the
+Bayer sensor binned to the size asked for (`binned_sensor`) or a half-size demosaic, never a
+full demosaic; and the checks that catch RAWs whose sensor data is missing, which LibRaw may
+"decode" to garbage without an error."""
 
 from __future__ import annotations
 

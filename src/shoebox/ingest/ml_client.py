@@ -209,12 +209,16 @@ class MLClient:
         body = r.json()
         self.batches_sent += 1
         by_id = {item["unique_id"]: Item.model_validate(item) for item in body["results"]}
+        # One item per file, in order: a file the answer leaves out fails on its own.
         items = [
             by_id.get(f.unique_id)
             or Item(
                 unique_id=f.unique_id,
                 filename=f.filename,
-                error={"code": "ERR_CLIP_INFER", "message": "missing"},
+                error={
+                    "code": ErrorCode.ML_UNAVAILABLE,
+                    "message": "the ML service's answer has no result for this file",
+                },
             )
             for f in files
         ]

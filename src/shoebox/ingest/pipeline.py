@@ -65,7 +65,6 @@ class IngestPipeline:
             cancel=cancel,
             shutdown=shutdown,
         )
-        self._stopped = threading.Event()
 
     def run(self) -> JobStatus | None:
         """Run to the end; returns the final status, or None when the service is shutting down."""
@@ -80,13 +79,9 @@ class IngestPipeline:
             workers=settings.scan_workers,
             on_refused=lambda path, reason: ctx.log(f"skipped {path}: {reason}"),
         )
-        # Cancel and shutdown abort the stages just like a crash does (each sets `ctx.abort`).
-        watcher = threading.Thread(target=self._watch_stop, daemon=True, name=f"stop-{ctx.job_id[:8]}")
-        watcher.start()
-
         qsize = max(8, settings.queue_size)
-        to_read, to_dedupe, to_prepare, to_embed = (Pipe(qsize, ctx.abort) for _ in range(4))
-        to_store = Pipe(qsize * 4, ctx.abort)
+        to_read, to_dedupe, to_prepare, to_embed = (Pipe(qsize, ctx.stopping) for _ in range(4))
+        to_store = Pipe(qsize * 4, ctx.stopping)
         deduper = Deduper(ctx)
         storer = StoreStage(ctx, deduper)
         n_read, n_prep = max(1, settings.hash_workers), max(1, settings.prepare_workers)
@@ -110,7 +105,6 @@ class IngestPipeline:
         self._join(preparers, to_embed, 1)
         self._join([embed], to_store, 1)
         store.join()
-        self._stopped.set()
         return self._close_books()
 
     # ------------------------------------------------------------ wiring
@@ -130,13 +124,6 @@ class IngestPipeline:
             t.join()
         for _ in range(consumers):
             downstream.put(stages.DONE)
-
-    def _watch_stop(self) -> None:
-        ctx = self.ctx
-        while not self._stopped.wait(stages.POLL_S):
-            if ctx.cancel.is_set() or ctx.shutdown.is_set():
-                ctx.abort.set()
-                return
 
     def _handshake(self) -> list[str] | None:
         """Model, input size and formats from the ML service; None when the job must not run."""

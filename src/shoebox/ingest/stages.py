@@ -108,9 +108,9 @@ class Gone:
 
 @dataclass
 class Offline:
-    """Known files not found, in bulk: kept in the index, flagged offline (see `vanished`)."""
+    """Known files not found, in bulk: kept in the index, flagged offline (see `vanished_in_bulk`)."""
 
-    refs: list[FileRef]
+    paths: list[str]
     reason: str
 
 
@@ -138,9 +138,9 @@ class Stored:
 class Pipe:
     """A bounded queue whose `put` and `get` give up when the job aborts, so no stage waits for ever."""
 
-    def __init__(self, maxsize: int, abort: threading.Event) -> None:
+    def __init__(self, maxsize: int, stopping: Callable[[], bool]) -> None:
         self._q: queue.Queue[Any] = queue.Queue(maxsize)
-        self._abort = abort
+        self._stopping = stopping
 
     def put(self, item: Any) -> bool:
         """False when the job aborted before there was room (the item is dropped)."""
@@ -149,14 +149,14 @@ class Pipe:
                 self._q.put(item, timeout=POLL_S)
                 return True
             except queue.Full:
-                if self._abort.is_set():
+                if self._stopping():
                     return False
 
     def get(self, timeout: float | None = None) -> Any:
         """The next item; DONE when the job aborts, EMPTY when `timeout` passed with nothing."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self._abort.is_set():
+            if self._stopping():
                 return DONE
             wait = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
             if wait <= 0:
@@ -184,10 +184,10 @@ class ByteBudget:
         self.used = 0
         self._cond = threading.Condition()
 
-    def acquire(self, n: int, abort: threading.Event) -> bool:
+    def acquire(self, n: int, stopping: Callable[[], bool]) -> bool:
         with self._cond:
             while self.used > 0 and self.used + n > self.limit:
-                if abort.is_set():
+                if stopping():
                     return False
                 self._cond.wait(POLL_S)
             self.used += n
@@ -239,7 +239,7 @@ class JobContext:
     directory: str
     cancel: threading.Event
     shutdown: threading.Event
-    abort: threading.Event = field(default_factory=threading.Event)  # cancel, shutdown or crash
+    crashed: threading.Event = field(default_factory=threading.Event)  # set by `fail_job`
     ml_down: threading.Event = field(default_factory=threading.Event)
     tracker: Tracker = field(default_factory=Tracker)
     model_name: str | None = None
@@ -265,7 +265,11 @@ class JobContext:
         with self._lock:
             if self.fatal is None:
                 self.fatal, self.fatal_code = message, code
-        self.abort.set()
+        self.crashed.set()
+
+    def stopping(self) -> bool:
+        """The job aborts: cancelled, the service shutting down, or a stage crashed."""
+        return self.crashed.is_set() or self.cancel.is_set() or self.shutdown.is_set()
 
     def release(self, ref: FileRef) -> None:
         """Drop the file's bytes and give back the budget they held."""
@@ -313,7 +317,7 @@ def scan_stage(ctx: JobContext, scanner: FolderScanner, out: Pipe, results: Pipe
     ctx.log(f"scanning {ctx.directory}")
     last_report = time.monotonic()
     seen: set[str] = set()
-    for f in scanner.scan(ctx.directory, ctx.abort.is_set):
+    for f in scanner.scan(ctx.directory, ctx.stopping):
         seen.add(f.path)
         if f.path in done:
             ctx.tracker.scanned += 1
@@ -333,22 +337,21 @@ def scan_stage(ctx: JobContext, scanner: FolderScanner, out: Pipe, results: Pipe
             ok = out.put(ref)
         if not ok:
             return
-    if ctx.abort.is_set():
+    if ctx.stopping():
         return
     ctx.catalog.set_total(ctx.job_id, ctx.tracker.scanned, scan_done=True)
     ctx.log(f"found {ctx.tracker.scanned} files")
     gone = [p for p in known if p not in seen]
     if not gone:
         return
-    refs = [FileRef(p, 0, 0, old_sha=known[p].sha256) for p in gone]
     reason = vanished_in_bulk(ctx.settings, len(gone), len(known), len(seen), scanner.incomplete)
     if reason:
         ctx.log(f"{len(gone)} known files were not found ({reason}): kept in the index, marked offline")
-        results.put(Offline(refs, reason))
+        results.put(Offline(gone, reason))
     else:
         ctx.log(f"{len(gone)} known files are gone: removing their paths from the collection")
-        for ref in refs:
-            if not results.put(Gone(ref)):
+        for p in gone:
+            if not results.put(Gone(FileRef(p, 0, 0, old_sha=known[p].sha256))):
                 return
 
 
@@ -375,7 +378,7 @@ def vanished_in_bulk(
 
 def read_stage(ctx: JobContext, inp: Pipe, out: Pipe, results: Pipe) -> None:
     while (ref := inp.get()) is not DONE:
-        if not ctx.budget.acquire(max(ref.size, 1), ctx.abort):
+        if not ctx.budget.acquire(max(ref.size, 1), ctx.stopping):
             return
         ref.held = max(ref.size, 1)
         try:
@@ -493,10 +496,13 @@ def prepare_one(ctx: JobContext, ref: FileRef) -> Prepared:
     settings = ctx.settings
     name = os.path.basename(ref.path)
     send_original = imaging.is_raw(name) and settings.raw_transport == "original"
-    # RAW: preview when its short side reaches the model's input, else a half-size demosaic.
-    min_side = ctx.input_size if imaging.is_raw(name) else max(ctx.input_size, settings.thumbnail_size)
     if send_original:
         min_side = settings.thumbnail_size  # the ML service decodes for the model itself
+    elif imaging.is_raw(name):
+        # The preview when its short side reaches the model's input, else the sensor binned to it.
+        min_side = ctx.input_size
+    else:
+        min_side = max(ctx.input_size, settings.thumbnail_size)
     decoded = imaging.decode_for_model(data, name, min_side=min_side, max_pixels=settings.max_image_pixels)
     if send_original:
         send = BatchFile(sha, name, data)
@@ -608,8 +614,8 @@ def embed_stage(ctx: JobContext, inp: Pipe, results: Pipe) -> None:
                 if not settle(b, outcome):
                     return False
             running = still
-            if settled or not block or ctx.abort.is_set():
-                return not ctx.abort.is_set()
+            if settled or not block or ctx.stopping():
+                return not ctx.stopping()
         return True
 
     try:
@@ -629,7 +635,7 @@ def embed_stage(ctx: JobContext, inp: Pipe, results: Pipe) -> None:
                     if not reap(block=True):
                         return
                 running.append(_Batch(batch, pool.submit(send_batch, ctx, batch), time.monotonic()))
-            if ctx.abort.is_set():
+            if ctx.stopping():
                 return
         while running:
             if not reap(block=True):
@@ -644,7 +650,7 @@ def send_batch(ctx: JobContext, batch: list[Prepared]) -> list[Any]:
         return [Failed(p.ref, ErrorCode.ML_UNAVAILABLE, "ML service unavailable") for p in batch]
     try:
         items, model_name = ctx.ml.embed_batch(
-            [p.send for p in batch], should_stop=lambda: ctx.abort.is_set() or ctx.ml_down.is_set()
+            [p.send for p in batch], should_stop=lambda: ctx.stopping() or ctx.ml_down.is_set()
         )
     except ShoeboxError as exc:
         if exc.code == ErrorCode.CANCELLED and not ctx.ml_down.is_set():
@@ -663,25 +669,16 @@ def send_batch(ctx: JobContext, batch: list[Prepared]) -> list[Any]:
             Failed(p.ref, ErrorCode.ML_UNAVAILABLE, f"malformed answer from the ML service: {exc}")
             for p in batch
         ]
-    return [_result_of(ctx, p, it, model_name) for p, it in _match(batch, items)]
+    # The client answers one item per file, in order (a file the service left out carries an
+    # error); anything else is a bug that the embed stage's checked future turns into ERR_INTERNAL.
+    return [_result_of(ctx, p, it, model_name) for p, it in zip(batch, items, strict=True)]
 
 
-def _match(batch: list[Prepared], items: Any) -> list[tuple[Prepared, Item | None]]:
-    """Pair each file with its answer by `unique_id`; a file the answer leaves out gets None."""
-    by_id: dict[str, Item] = {}
-    for it in items if isinstance(items, list) else []:
-        if isinstance(it, Item):
-            by_id.setdefault(it.unique_id, it)
-    return [(p, by_id.get(p.send.unique_id)) for p in batch]
-
-
-def _result_of(ctx: JobContext, p: Prepared, it: Item | None, model_name: str) -> Any:
-    if it is None:
-        return Failed(p.ref, ErrorCode.ML_UNAVAILABLE, "the ML service's answer has no result for this file")
+def _result_of(ctx: JobContext, p: Prepared, it: Item, model_name: str) -> Any:
     if it.error is not None:
         return Failed(p.ref, it.error.code, it.error.message)
     vector = np.asarray(it.embedding or [], dtype=np.float64)
-    if vector.ndim != 1 or vector.size == 0 or not np.isfinite(vector).all() or not vector.any():
+    if vector.size == 0 or not np.isfinite(vector).all() or not vector.any():
         return Failed(p.ref, ErrorCode.CLIP_INFER, "the ML service returned no usable embedding")
     try:
         ctx.check_model(model_name, vector.size)
@@ -721,7 +718,7 @@ class StoreStage:
                     finished = True
                     break
                 batch.append(item)
-            if self.ctx.abort.is_set():
+            if self.ctx.stopping():
                 batch += inp.drain()  # the job stops: still record what is already done
             if batch:
                 self.write(batch)
@@ -733,7 +730,7 @@ class StoreStage:
         unchanged = [r for r in batch if isinstance(r, Unchanged)]
         gone = [r.ref for r in batch if isinstance(r, Gone)]
         for off in (r for r in batch if isinstance(r, Offline)):
-            ctx.catalog.mark_offline(ctx.job_id, ctx.collection, [ref.path for ref in off.refs], off.reason)
+            ctx.catalog.mark_offline(ctx.job_id, ctx.collection, off.paths, off.reason)
         try:
             self._write_points(stored)
         except ShoeboxError as exc:

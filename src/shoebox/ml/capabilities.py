@@ -44,7 +44,6 @@ so the rule is pinned by tests on a fake model and a fake clock.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -59,6 +58,7 @@ from typing import Literal, Protocol
 import numpy as np
 from PIL import Image
 
+from shoebox import imaging
 from shoebox.ml.config import MLSettings
 from shoebox.ml.prepare import prepare_image
 from shoebox.ml.preprocess import PreprocessConfig
@@ -177,9 +177,7 @@ def probe_rendition(short_side: int, seed: int = 0) -> bytes:
     # Gradients plus sensor-like noise: a flat image would decode (and compress) unrealistically fast.
     rgb = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], axis=-1)
     rgb += np.random.default_rng(seed).normal(0, 12, rgb.shape)
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=95)
-    return buffer.getvalue()
+    return imaging.encode_jpeg(Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)))
 
 
 def _run_service_batch(model: ProbedModel, rendition: bytes, n: int) -> None:
