@@ -214,7 +214,7 @@ def test_collections_can_be_created_selected_described_and_deleted(ingest: Inges
     assert info["model_name"] and info["embedding_dim"] > 0 and info["created_at"]
     assert ingest.request("GET", "/api/v1/collections").json() == ["trips"]
     health = ingest.request("GET", "/health").json()
-    assert health["ml"]["reachable"] is True and health["vector_db"] == "qdrant-local"
+    assert health["ml"]["reachable"] is True and health["vector_db"] == "qdrant-edge"
 
     assert ingest.request("DELETE", "/api/v1/collections/trips").json() == {"deleted": "trips"}
     assert ingest.request("GET", "/api/v1/collections").json() == []

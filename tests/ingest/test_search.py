@@ -1,4 +1,5 @@
-"""Search building blocks against a real embedded Qdrant with vectors and payloads we control."""
+"""Search building blocks on every store backend (Qdrant Edge; qdrant-client's local mode standing
+in for a server), with vectors and payloads we control."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient
-from qdrant_client import models as qm
 
 from shoebox.ingest.search import (
     QueryEmbeddingCache,
@@ -19,6 +18,8 @@ from shoebox.ingest.search import (
     search_vector,
 )
 from shoebox.protocol import ShoeboxError
+from shoebox.store import Record, VectorStore
+from stores import BACKENDS, open_backend
 
 DIM = 16
 COLLECTION = "photos"
@@ -47,25 +48,22 @@ def _payload(name: str, folder: str, **extra: object) -> dict:
     return payload
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> QdrantClient:
-    qdrant = QdrantClient(path=str(tmp_path / "qdrant"))
-    qdrant.create_collection(COLLECTION, vectors_config=qm.VectorParams(size=DIM, distance=qm.Distance.COSINE))
-    yield qdrant
-    qdrant.close()
+@pytest.fixture(params=BACKENDS)
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> VectorStore:
+    store = open_backend(request.param, tmp_path)
+    store.ensure_collection(COLLECTION, DIM)
+    yield store
+    store.close()
 
 
-def _upsert(client: QdrantClient, points: list[tuple[list[float], dict]]) -> list[str]:
+def _upsert(client: VectorStore, points: list[tuple[list[float], dict]]) -> list[str]:
     ids = [str(uuid.uuid4()) for _ in points]
-    client.upsert(
-        COLLECTION,
-        points=[qm.PointStruct(id=i, vector=v, payload=p) for i, (v, p) in zip(ids, points, strict=True)],
-    )
+    client.write(COLLECTION, [Record(id=i, vector=v, payload=p) for i, (v, p) in zip(ids, points, strict=True)])
     return ids
 
 
 @pytest.fixture
-def library(client: QdrantClient) -> dict[str, str]:
+def library(client: VectorStore) -> dict[str, str]:
     """Six photos whose metadata differ one field at a time; returns filename → id."""
     rng = np.random.default_rng(1)
     photos = [
@@ -85,7 +83,7 @@ def library(client: QdrantClient) -> dict[str, str]:
     return {p["filename"]: i for p, i in zip(photos, ids, strict=True)}
 
 
-def _names(client: QdrantClient, filters: dict) -> set[str]:
+def _names(client: VectorStore, filters: dict) -> set[str]:
     hits = search_vector(
         client, COLLECTION, _unit(np.ones(DIM)), limit=50, filters=SearchFilters.model_validate(filters)
     )
@@ -110,7 +108,7 @@ def _names(client: QdrantClient, filters: dict) -> set[str]:
         ({"camera_make": "Canon", "has_gps": True, "taken_before": "2020-01-01"}, {"beach.jpg"}),
     ],
 )
-def test_filters_narrow_search_inside_qdrant(client, library, filters, expected):
+def test_filters_narrow_search_inside_the_engine(client, library, filters, expected):
     assert _names(client, filters) == expected
 
 
@@ -160,7 +158,7 @@ def test_listing_pages_are_stable_and_complete(client, library):
     assert seen == [h.id for h in list_page(client, COLLECTION, page=1, per_page=6)[1]]
 
 
-def test_near_duplicates_are_grouped_by_qdrant_neighbour_search(client):
+def test_near_duplicates_are_grouped_by_the_engines_neighbour_search(client):
     rng = np.random.default_rng(7)
     base_a, base_b = rng.normal(size=DIM), rng.normal(size=DIM)
     copies_a = [_unit(base_a + rng.normal(scale=0.03, size=DIM)) for _ in range(3)]

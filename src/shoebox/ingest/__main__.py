@@ -9,6 +9,7 @@ import uvicorn
 
 from shoebox.ingest.app import create_app
 from shoebox.ingest.config import IngestSettings
+from shoebox.ingest.context import DataDirInUse, lock_data_dir
 
 
 def main() -> None:
@@ -21,6 +22,11 @@ def main() -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:  # the service takes the lock again at start-up; this is for a readable refusal
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        lock_data_dir(settings.data_dir).close()
+    except DataDirInUse as exc:
+        raise SystemExit(f"shoebox ingest: {exc.message}") from None
     # One line per ML batch would drown the job logs that matter.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, workers=1)

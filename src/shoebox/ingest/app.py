@@ -41,7 +41,12 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     @app.get("/health", tags=["health"])
     def health(ctx: ServiceContext = Depends(get_ctx)) -> dict:
-        return {"status": "ok", "ml": ctx.ml.probe(timeout=1.0), "vector_db": ctx.store.kind}
+        return {
+            "status": "ok",
+            "ml": ctx.ml.probe(timeout=1.0),
+            "vector_db": ctx.store.kind,
+            "vector_store": ctx.store.describe(),
+        }
 
     app.include_router(collections.router)
     app.include_router(ingest.router)

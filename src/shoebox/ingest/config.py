@@ -20,12 +20,32 @@ class IngestSettings(BaseSettings):
     api_key: str | None = Field(default=None, description="When set, every /api/v1 route needs X-API-Key.")
 
     data_dir: Path = Field(
-        default_factory=default_data_dir, description="Catalog, thumbnails, cache, embedded Qdrant."
+        default_factory=default_data_dir, description="Catalog, thumbnails, cache, the embedded vector store."
+    )
+    store: Literal["auto", "edge", "server", "local"] = Field(
+        default="auto",
+        description="Vector store: edge (Qdrant Edge embedded in the data dir), server (SHOEBOX_QDRANT_URL), "
+        "local (qdrant-client's local mode in the data dir: earlier versions' embedded store); auto = server "
+        "when SHOEBOX_QDRANT_URL is set, else edge.",
     )
     qdrant_url: str | None = Field(
-        default=None, description="Qdrant server/cluster URL; unset = embedded local mode."
+        default=None, description="Qdrant server/cluster URL; unset = the embedded store."
     )
     qdrant_api_key: str | None = Field(default=None, description="API key of the Qdrant server.")
+    qdrant_prefix: str = Field(
+        default="shoebox__",
+        description="Prefix of Shoebox's collection names on a Qdrant server, so it never lists or deletes "
+        "another application's collections ('' = the bare names of earlier versions).",
+    )
+    index_threshold: int = Field(
+        default=20_000,
+        ge=1,
+        description="Embedded store: a collection of at least this many points gets an HNSW index, built in "
+        "the background after a job; smaller ones are searched exactly.",
+    )
+    hnsw_ef: int = Field(
+        default=128, ge=8, description="Embedded store: HNSW search breadth (recall@20 >= 0.98 measured)."
+    )
     default_collection: str = Field(
         default="shoebox", description="Collection used when a request names none."
     )

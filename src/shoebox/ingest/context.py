@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import fcntl
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from fastapi import Request
 
@@ -12,9 +16,42 @@ from shoebox.ingest.catalog import Catalog
 from shoebox.ingest.config import IngestSettings
 from shoebox.ingest.jobs import JobRunner
 from shoebox.ingest.ml_client import MLClient
-from shoebox.ingest.store import VectorStore
+from shoebox.protocol import ErrorCode, ShoeboxError
+from shoebox.store import VectorStore, open_store
 
 SELECTED_COLLECTION_KEY = "selected_collection"
+LOCK_FILE = "shoebox.lock"
+
+
+class DataDirInUse(ShoeboxError):
+    def __init__(self, data_dir: Path, holder: str) -> None:
+        super().__init__(
+            ErrorCode.CONFLICT,
+            f"the data dir {data_dir} is in use by another Shoebox process ({holder}); "
+            "stop it, or give this one another SHOEBOX_DATA_DIR",
+        )
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Hold the data dir for this process: one process owns a catalog and an embedded store.
+
+    A `flock` on a file in it, released by the kernel when the process ends however it ends
+    (kill -9 included), so a stale lock never needs cleaning. A second process gets a clear
+    error here instead of a half-opened catalog or a shard it cannot lock.
+    """
+    fh = open(data_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown pid"
+        fh.close()
+        raise DataDirInUse(data_dir, holder) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}\n")
+    fh.flush()
+    return fh
 
 
 @dataclass
@@ -26,29 +63,47 @@ class ServiceContext:
     ml: MLClient
     jobs: JobRunner
     thumbs_dir: Path
+    lock: IO[str] | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, settings: IngestSettings, ml: MLClient | None = None) -> ServiceContext:
         """Open everything under the data dir; `ml` replaces the HTTP client of the ML services (tests)."""
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
-        thumbs = data / "thumbs"
-        thumbs.mkdir(exist_ok=True)
-        catalog = Catalog(data / "catalog.sqlite3")
-        store = VectorStore(settings)
-        cache = EmbeddingCache(data / "embedding_cache", settings.cache_size_limit)
+        lock = lock_data_dir(data)
+        opened: list[object] = []
+        try:
+            thumbs = data / "thumbs"
+            thumbs.mkdir(exist_ok=True)
+            catalog = Catalog(data / "catalog.sqlite3")
+            opened.append(catalog)
+            store = open_store(settings)
+            opened.append(store)
+            cache = EmbeddingCache(data / "embedding_cache", settings.cache_size_limit)
+            opened.append(cache)
+        except BaseException:
+            for thing in reversed(opened):
+                with contextlib.suppress(Exception):
+                    thing.close()  # type: ignore[attr-defined]
+            lock.close()
+            raise
         ml = ml or MLClient(settings)
         jobs = JobRunner(
             settings=settings, catalog=catalog, store=store, cache=cache, ml=ml, thumbs_dir=thumbs
         )
-        return cls(settings, catalog, store, cache, ml, jobs, thumbs)
+        return cls(settings, catalog, store, cache, ml, jobs, thumbs, lock)
 
     def close(self) -> None:
-        self.jobs.stop_all()
-        self.ml.close()
-        self.cache.close()
-        self.store.close()
-        self.catalog.close()
+        try:
+            self.jobs.stop_all()
+            self.ml.close()
+            self.cache.close()
+            self.store.close()
+            self.catalog.close()
+        finally:
+            if self.lock is not None:
+                self.lock.close()  # closing the file releases the flock
+                self.lock = None
 
     def selected_collection(self) -> str:
         return self.catalog.get_meta(SELECTED_COLLECTION_KEY) or self.settings.default_collection

@@ -25,8 +25,8 @@ from shoebox.ingest.ml_client import MLClient
 from shoebox.ingest.pipeline import IngestPipeline
 from shoebox.ingest.scan import is_within
 from shoebox.ingest.stages import detach_paths
-from shoebox.ingest.store import VectorStore
 from shoebox.protocol import ErrorCode, Job, JobStatus, ShoeboxError
+from shoebox.store import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,35 @@ class JobRunner:
             self.catalog.forget_files(collection, list(offline))
         finally:
             lock.release()
+        if deleted:
+            self.store.after_writes(collection)
         log.info("pruned %d offline files from %s (%d points deleted)", len(offline), collection, deleted)
         return {"collection_name": collection, "pruned_files": len(offline), "deleted_points": deleted}
+
+    def delete_collection(self, collection: str) -> None:
+        """Delete a collection Shoebox registered, points and books, never one it did not create.
+
+        Runs under the collection's job lock, and refuses while a job of it is queued or running,
+        so no job can lose its collection under it (or re-create it half-way).
+        """
+        validate_collection_name(collection)
+        if self.catalog.get_collection(collection) is None:
+            raise ShoeboxError(ErrorCode.NOT_FOUND, f"no collection {collection!r}")
+        lock = self._collection_lock(collection)
+        if not lock.acquire(timeout=2.0):
+            raise ShoeboxError(ErrorCode.CONFLICT, f"collection {collection!r} has a job in progress")
+        try:
+            running = [
+                j for j in self.catalog.list_jobs() if j.collection_name == collection and not j.status.finished
+            ]
+            if running:
+                raise ShoeboxError(
+                    ErrorCode.CONFLICT, f"collection {collection!r} has a job in progress ({running[0].job_id})"
+                )
+            self.store.delete_collection(collection)
+            self.catalog.delete_collection(collection)
+        finally:
+            lock.release()
 
     def resume_unfinished(self) -> int:
         """Start again the jobs a previous run of the service left pending or running."""
@@ -248,6 +275,9 @@ class JobRunner:
                         self.catalog.log(job_id, f"failed: internal error: {type(exc).__name__}: {exc}")
                 if status is not None:
                     self._finish(job_id, status)
+                    # The store may now build an index, in the background (searches go on).
+                    with contextlib.suppress(Exception):
+                        self.store.after_writes(collection)
             finally:
                 lock.release()
         finally:

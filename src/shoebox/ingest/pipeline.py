@@ -27,8 +27,8 @@ from shoebox.ingest.config import IngestSettings
 from shoebox.ingest.ml_client import MLClient
 from shoebox.ingest.scan import FolderScanner
 from shoebox.ingest.stages import Deduper, JobContext, Pipe, StoreStage
-from shoebox.ingest.store import VectorStore
 from shoebox.protocol import ErrorCode, JobStatus, Outcome
+from shoebox.store import VectorStore
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
-"""Search over a collection: filters → a Qdrant filter, hits, the query-embedding cache, duplicates.
+"""Search over a collection: filters → a store filter, hits, the query-embedding cache, duplicates.
 
-Everything here runs inside Qdrant (payload indexes, its own nearest-neighbour search) so that
-a filtered search or a duplicate scan costs what the vector engine makes it cost, never a
-Python loop over every point. The functions are synchronous (qdrant-client is); the routes
-call them from a worker thread.
+Everything here runs inside the vector engine (payload indexes, its own nearest-neighbour
+search, batched queries) through the store interface, so that a filtered search or a duplicate
+scan costs what the engine makes it cost, never a Python loop over every point. The functions
+are synchronous; the routes call them from a worker thread.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from qdrant_client import QdrantClient
-from qdrant_client import models as qm
 from starlette.concurrency import run_in_threadpool
 
 from shoebox.protocol import ErrorCode, Hit, ShoeboxError
+from shoebox.store import GeoBox as GeoRect
+from shoebox.store import MatchAny, MoreValuesThan, Range, Record, VectorStore, Where
+from shoebox.store.base import Condition
 
 if TYPE_CHECKING:
     from shoebox.ingest.context import ServiceContext
@@ -35,9 +36,9 @@ DEFAULT_NEAR_DUPLICATE_THRESHOLD = 0.95
 # is still one group, because union-find joins it through the copies' own neighbours.
 NEAR_DUPLICATE_NEIGHBOURS = 16
 _SCROLL_PAGE = 256
-# Queries per batch call: embedded Qdrant holds the store's lock for a whole call, and searches
-# and ingest writes wait behind it, so calls stay short.
-_QUERY_BATCH = 32
+# Queries per batch call: the engine plans a batch as one pass over the segments; local mode
+# holds its lock for a whole call, so searches wait behind it no longer than one batch.
+_QUERY_BATCH = 64
 
 # Formats one user calls by two names; the payload holds the file's own extension.
 _FORMAT_ALIASES = [{"jpg", "jpeg", "jpe"}, {"tif", "tiff"}, {"heic", "heif"}]
@@ -146,72 +147,54 @@ def normalise_folder(folder: str) -> str:
     return cleaned if cleaned == os.sep else cleaned.rstrip(os.sep)
 
 
-def to_qdrant_filter(filters: SearchFilters | None) -> qm.Filter | None:
-    """The Qdrant filter for `filters`, evaluated by Qdrant against its payload indexes."""
+def to_where(filters: SearchFilters | None) -> Where | None:
+    """The store filter for `filters`, evaluated by the vector engine against its payload indexes."""
     if filters is None or filters.is_empty():
         return None
-    must: list[qm.Condition] = []
+    must: list[Condition] = []
     if filters.taken_after is not None or filters.taken_before is not None:
         must.append(
-            qm.FieldCondition(
-                key="taken_ts",
-                range=qm.Range(
-                    gte=_parse_when(filters.taken_after, end_of_day=False) if filters.taken_after else None,
-                    lte=_parse_when(filters.taken_before, end_of_day=True) if filters.taken_before else None,
-                ),
+            Range(
+                "taken_ts",
+                gte=_parse_when(filters.taken_after, end_of_day=False) if filters.taken_after else None,
+                lte=_parse_when(filters.taken_before, end_of_day=True) if filters.taken_before else None,
             )
         )
     if filters.camera_make:
-        must.append(
-            qm.FieldCondition(key="camera_make", match=qm.MatchAny(any=_case_variants(filters.camera_make)))
-        )
+        must.append(MatchAny("camera_make", tuple(_case_variants(filters.camera_make))))
     if filters.camera_model:
-        must.append(
-            qm.FieldCondition(key="camera_model", match=qm.MatchAny(any=_case_variants(filters.camera_model)))
-        )
+        must.append(MatchAny("camera_model", tuple(_case_variants(filters.camera_model))))
     if filters.format:
-        must.append(qm.FieldCondition(key="format", match=qm.MatchAny(any=_format_variants(filters.format))))
+        must.append(MatchAny("format", tuple(_format_variants(filters.format))))
     if filters.folder:
-        must.append(
-            qm.FieldCondition(key="folders", match=qm.MatchValue(value=normalise_folder(filters.folder)))
-        )
+        must.append(MatchAny("folders", (normalise_folder(filters.folder),)))
     if filters.has_gps is not None:
-        must.append(qm.FieldCondition(key="has_gps", match=qm.MatchValue(value=filters.has_gps)))
+        must.append(MatchAny("has_gps", (filters.has_gps,)))
     if filters.gps_bbox is not None:
         box = filters.gps_bbox
-        must.append(
-            qm.FieldCondition(
-                key="gps",
-                geo_bounding_box=qm.GeoBoundingBox(
-                    top_left=qm.GeoPoint(lat=box.max_lat, lon=box.min_lon),
-                    bottom_right=qm.GeoPoint(lat=box.min_lat, lon=box.max_lon),
-                ),
-            )
-        )
-    return qm.Filter(must=must)
+        must.append(GeoRect("gps", box.min_lat, box.min_lon, box.max_lat, box.max_lon))
+    return Where(tuple(must))
 
 
 # ---------------------------------------------------------------- hits
 
 
-def hit_from_point(point: qm.ScoredPoint | qm.Record, *, with_score: bool = True) -> Hit:
-    payload = dict(point.payload or {})
+def hit_from_record(record: Record, *, with_score: bool = True) -> Hit:
+    payload = dict(record.payload)
     paths = payload.get("paths") or []
     path = payload.get("path") or (paths[0] if paths else "")
-    point_id = str(point.id)
-    score = getattr(point, "score", None) if with_score else None
     return Hit(
-        id=point_id,
-        score=score,
+        id=record.id,
+        score=record.score if with_score else None,
         filename=payload.get("filename") or os.path.basename(path),
         path=path,
-        thumbnail_url=thumbnail_url(point_id),
+        thumbnail_url=thumbnail_url(record.id),
         payload=payload,
     )
 
 
 def search_vector(
-    client: QdrantClient,
+    store: VectorStore,
     collection: str,
     vector: list[float],
     *,
@@ -219,20 +202,13 @@ def search_vector(
     offset: int = 0,
     filters: SearchFilters | None = None,
 ) -> list[Hit]:
-    """Nearest points to `vector` by cosine similarity, filtered and paged inside Qdrant."""
-    response = client.query_points(
-        collection_name=collection,
-        query=vector,
-        query_filter=to_qdrant_filter(filters),
-        limit=limit,
-        offset=offset,
-        with_payload=True,
-    )
-    return [hit_from_point(p) for p in response.points]
+    """Nearest points to `vector` by cosine similarity, filtered and paged inside the engine."""
+    found = store.query(collection, vector, limit=limit, offset=offset, where=to_where(filters))
+    return [hit_from_record(r) for r in found]
 
 
 def search_similar(
-    client: QdrantClient,
+    store: VectorStore,
     collection: str,
     point_id: str,
     *,
@@ -242,46 +218,37 @@ def search_similar(
 ) -> list[Hit]:
     """Nearest points to a stored point, by its stored vector (no re-embedding), never itself.
 
-    The point is left out here rather than by an id filter (or a query by id, which adds one):
-    embedded Qdrant checks filters point by point in Python, which costs more than the search.
+    The point is left out here rather than by an id filter: one more hit costs nothing, and
+    the same code suits every backend.
     """
-    vector = stored_vector(client, collection, point_id)
-    response = client.query_points(
-        collection_name=collection,
-        query=vector,
-        query_filter=to_qdrant_filter(filters),
-        limit=offset + limit + 1,
-        with_payload=True,
-    )
-    others = [p for p in response.points if str(p.id) != point_id]
-    return [hit_from_point(p) for p in others[offset : offset + limit]]
+    vector = stored_vector(store, collection, point_id)
+    found = store.query(collection, vector, limit=offset + limit + 1, where=to_where(filters))
+    others = [r for r in found if r.id != point_id]
+    return [hit_from_record(r) for r in others[offset : offset + limit]]
 
 
-def stored_vector(client: QdrantClient, collection: str, point_id: str) -> list[float]:
-    records = client.retrieve(collection_name=collection, ids=[point_id], with_vectors=True)
+def stored_vector(store: VectorStore, collection: str, point_id: str) -> list[float]:
+    records = store.get(collection, [point_id], with_vectors=True)
     if not records:
         raise ShoeboxError(ErrorCode.NOT_FOUND, f"no image {point_id} in collection {collection!r}")
     vector = records[0].vector
-    if not isinstance(vector, list):
+    if vector is None:
         raise ShoeboxError(ErrorCode.VECTOR_DB, f"image {point_id} has no single vector in {collection!r}")
     return vector
 
 
-def get_point(client: QdrantClient, collection: str, point_id: str) -> qm.Record:
-    records = client.retrieve(collection_name=collection, ids=[point_id], with_payload=True)
+def get_point(store: VectorStore, collection: str, point_id: str) -> Record:
+    records = store.get(collection, [point_id])
     if not records:
         raise ShoeboxError(ErrorCode.NOT_FOUND, f"no image {point_id} in collection {collection!r}")
     return records[0]
 
 
-def list_page(client: QdrantClient, collection: str, *, page: int, per_page: int) -> tuple[int, list[Hit]]:
+def list_page(store: VectorStore, collection: str, *, page: int, per_page: int) -> tuple[int, list[Hit]]:
     """One page of the collection in point-id order (stable while nothing is added or removed)."""
-    total = client.count(collection_name=collection, exact=True).count
-    # A query without a vector returns points ordered by id, and unlike scroll it takes an offset.
-    response = client.query_points(
-        collection_name=collection, limit=per_page, offset=(page - 1) * per_page, with_payload=True
-    )
-    return total, [hit_from_point(p, with_score=False) for p in response.points]
+    total = store.count(collection)
+    records = store.page(collection, limit=per_page, offset=(page - 1) * per_page)
+    return total, [hit_from_record(r, with_score=False) for r in records]
 
 
 # ---------------------------------------------------------------- query-embedding cache
@@ -339,81 +306,37 @@ class Duplicates(BaseModel):
     near_groups: list[list[Hit]] = Field(default_factory=list)
 
 
-def _scroll_all(
-    client: QdrantClient, collection: str, scroll_filter: qm.Filter | None, with_payload: Any
-) -> Iterator[qm.Record]:
-    offset = None
-    while True:
-        records, offset = client.scroll(
-            collection_name=collection,
-            scroll_filter=scroll_filter,
-            limit=_SCROLL_PAGE,
-            offset=offset,
-            with_payload=with_payload,
-            with_vectors=False,
-        )
-        yield from records
-        if offset is None:
-            return
-
-
-def exact_duplicates(client: QdrantClient, collection: str) -> list[ExactDuplicate]:
+def exact_duplicates(store: VectorStore, collection: str) -> list[ExactDuplicate]:
     """Contents stored under more than one path (one point, several `paths`)."""
-    several_paths = qm.Filter(must=[qm.FieldCondition(key="paths", values_count=qm.ValuesCount(gt=1))])
-    return [
-        ExactDuplicate(id=str(r.id), paths=list((r.payload or {}).get("paths") or []))
-        for r in _scroll_all(client, collection, several_paths, ["paths"])
-    ]
+    several_paths = Where((MoreValuesThan("paths", 1),))
+    found: list[ExactDuplicate] = []
+    start: str | None = None
+    while True:
+        records, start = store.scroll(
+            collection, where=several_paths, limit=_SCROLL_PAGE, start=start, payload=["paths"]
+        )
+        found += [ExactDuplicate(id=r.id, paths=list(r.payload.get("paths") or [])) for r in records]
+        if start is None:
+            return found
 
 
 def near_duplicate_pairs(
-    client: QdrantClient, collection: str, threshold: float, *, neighbours: int = NEAR_DUPLICATE_NEIGHBOURS
+    store: VectorStore, collection: str, threshold: float, *, neighbours: int = NEAR_DUPLICATE_NEIGHBOURS
 ) -> Iterator[tuple[str, str, float]]:
-    """Pairs of points with cosine ≥ threshold, found by Qdrant's search in batches of neighbour queries.
+    """Pairs of points with cosine ≥ threshold, found by the engine's batched neighbour queries.
 
-    Each point's stored vector is the query (no id filter, no query by id: embedded Qdrant would
-    check those point by point in Python); its match with itself is dropped here.
+    Each point's stored vector is the query; its match with itself is dropped here.
     """
-    for page in _vector_pages(client, collection):
+    for page in store.iter_points(collection, page=_SCROLL_PAGE, payload=False):
         for start in range(0, len(page), _QUERY_BATCH):
-            yield from _neighbour_pairs(
-                client, collection, page[start : start + _QUERY_BATCH], threshold, neighbours
+            batch = [r for r in page[start : start + _QUERY_BATCH] if r.vector is not None]
+            answers = store.query_batch(
+                collection, [r.vector for r in batch], limit=neighbours + 1, score_threshold=threshold
             )
-
-
-def _neighbour_pairs(
-    client: QdrantClient,
-    collection: str,
-    batch: list[tuple[str, list[float]]],
-    threshold: float,
-    neighbours: int,
-) -> Iterator[tuple[str, str, float]]:
-    requests = [
-        qm.QueryRequest(query=vector, score_threshold=threshold, limit=neighbours + 1, with_payload=False)
-        for _, vector in batch
-    ]
-    responses = client.query_batch_points(collection_name=collection, requests=requests)
-    for (point_id, _), response in zip(batch, responses, strict=True):
-        for neighbour in response.points:
-            if str(neighbour.id) != point_id:
-                yield point_id, str(neighbour.id), neighbour.score
-
-
-def _vector_pages(client: QdrantClient, collection: str) -> Iterator[list[tuple[str, list[float]]]]:
-    offset = None
-    while True:
-        records, offset = client.scroll(
-            collection_name=collection,
-            limit=_SCROLL_PAGE,
-            offset=offset,
-            with_payload=False,
-            with_vectors=True,
-        )
-        page = [(str(r.id), r.vector) for r in records if isinstance(r.vector, list)]
-        if page:
-            yield page
-        if offset is None:
-            return
+            for record, answer in zip(batch, answers, strict=True):
+                for neighbour in answer:
+                    if neighbour.id != record.id and neighbour.score is not None:
+                        yield record.id, neighbour.id, neighbour.score
 
 
 def group_pairs(
@@ -444,24 +367,23 @@ def group_pairs(
 
 
 def find_duplicates(
-    client: QdrantClient,
+    store: VectorStore,
     collection: str,
     threshold: float = DEFAULT_NEAR_DUPLICATE_THRESHOLD,
 ) -> Duplicates:
     """Exact duplicates (same bytes, several paths) and near-duplicate groups (cosine ≥ threshold)."""
     if not 0.0 < threshold <= 1.0:
         raise ShoeboxError(ErrorCode.VALIDATION, f"threshold must be in (0, 1], got {threshold}")
-    exact = exact_duplicates(client, collection)
-    near, _ = group_pairs(near_duplicate_pairs(client, collection, threshold))
+    exact = exact_duplicates(store, collection)
+    near, _ = group_pairs(near_duplicate_pairs(store, collection, threshold))
     near_hits: list[list[Hit]] = []
     if near:
         wanted = [pid for group in near for pid in group]
-        by_id: dict[str, qm.Record] = {}
+        by_id: dict[str, Record] = {}
         for start in range(0, len(wanted), _SCROLL_PAGE):
-            chunk = wanted[start : start + _SCROLL_PAGE]
-            by_id.update({str(r.id): r for r in client.retrieve(collection, ids=chunk, with_payload=True)})
+            by_id.update({r.id: r for r in store.get(collection, wanted[start : start + _SCROLL_PAGE])})
         near_hits = [
-            [hit_from_point(by_id[pid], with_score=False) for pid in group if pid in by_id] for group in near
+            [hit_from_record(by_id[pid], with_score=False) for pid in group if pid in by_id] for group in near
         ]
     return Duplicates(
         exact=[[d.id] for d in exact],
@@ -477,7 +399,7 @@ def find_duplicates(
 
 @dataclass(frozen=True)
 class CollectionRef:
-    """A collection a request is about: registered in the catalog, maybe not yet in Qdrant."""
+    """A collection a request is about: registered in the catalog, maybe not yet in the store."""
 
     name: str
     exists: bool
@@ -494,15 +416,15 @@ def selected_collection(ctx: ServiceContext) -> str:
 
 
 def resolve_collection(ctx: ServiceContext, name: str | None) -> CollectionRef:
-    """The named collection, or the selected one; 404 when neither the catalog nor Qdrant knows it."""
+    """The named collection, or the selected one; 404 when neither the catalog nor the store knows it."""
     name = name or selected_collection(ctx)
     record = ctx.catalog.get_collection(name)
-    in_qdrant = ctx.store.collection_exists(name)
-    if record is None and not in_qdrant:
+    in_store = ctx.store.collection_exists(name)
+    if record is None and not in_store:
         raise ShoeboxError(ErrorCode.NOT_FOUND, f"no collection {name!r}")
     return CollectionRef(
         name=name,
-        exists=in_qdrant,
+        exists=in_store,
         model_name=record.model_name if record else None,
         embedding_dim=record.embedding_dim if record else None,
     )
@@ -538,10 +460,5 @@ def query_cache(request: Request) -> QueryEmbeddingCache:
 
 
 async def vector_call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a Qdrant call in a worker thread; a failing vector DB answers ERR_VECTOR_DB."""
-    try:
-        return await run_in_threadpool(fn, *args, **kwargs)
-    except ShoeboxError:
-        raise
-    except Exception as exc:  # qdrant-client raises many types; all mean the store failed
-        raise ShoeboxError(ErrorCode.VECTOR_DB, f"vector database error: {exc}") from exc
+    """Run a store call in a worker thread (the store raises ERR_VECTOR_DB itself)."""
+    return await run_in_threadpool(fn, *args, **kwargs)

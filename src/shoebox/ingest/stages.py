@@ -45,8 +45,8 @@ from shoebox.ingest.config import IngestSettings
 from shoebox.ingest.metadata import build_payload, content_meta, with_paths
 from shoebox.ingest.ml_client import BatchFile, MLClient
 from shoebox.ingest.scan import FolderScanner
-from shoebox.ingest.store import VectorStore
 from shoebox.protocol import ErrorCode, Item, Outcome, ShoeboxError
+from shoebox.store import VectorStore
 
 log = logging.getLogger(__name__)
 

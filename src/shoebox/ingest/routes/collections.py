@@ -53,15 +53,7 @@ def clear_cache(ctx: ServiceContext = Depends(get_ctx)) -> dict:
 
 @router.delete("/{name}")
 def delete_collection(name: str, ctx: ServiceContext = Depends(get_ctx)) -> dict:
-    if ctx.catalog.get_collection(name) is None and not ctx.store.collection_exists(name):
-        raise ShoeboxError(ErrorCode.NOT_FOUND, f"no collection {name!r}")
-    running = [j for j in ctx.catalog.list_jobs() if j.collection_name == name and not j.status.finished]
-    if running:
-        raise ShoeboxError(
-            ErrorCode.CONFLICT, f"collection {name!r} has a job in progress ({running[0].job_id})"
-        )
-    ctx.store.delete_collection(name)
-    ctx.catalog.delete_collection(name)
+    ctx.jobs.delete_collection(validate_collection_name(name))
     return {"deleted": name}
 
 
@@ -80,6 +72,21 @@ def collection_info(name: str, ctx: ServiceContext = Depends(get_ctx)) -> dict:
         "created_at": rec.created_at,
         "selected": ctx.selected_collection() == name,
         "vector_db": ctx.store.kind,
+        "index": _index(ctx, name),
+    }
+
+
+def _index(ctx: ServiceContext, name: str) -> dict | None:
+    if not ctx.store.collection_exists(name):
+        return None
+    status = ctx.store.index_status(name)
+    return {
+        "points": status.points,
+        "indexed": status.indexed,
+        "exact": status.exact,
+        "building": status.building,
+        "last_build_s": status.last_build_s,
+        "error": status.error,
     }
 
 

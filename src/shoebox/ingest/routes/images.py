@@ -15,7 +15,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel
-from qdrant_client import models as qm
 from starlette.concurrency import run_in_threadpool
 
 from shoebox.ingest import search
@@ -28,6 +27,7 @@ from shoebox.ingest.search import (
     vector_call,
 )
 from shoebox.protocol import ErrorCode, ShoeboxError
+from shoebox.store import Record
 
 router = APIRouter(tags=["images"])
 
@@ -60,7 +60,7 @@ async def list_images(
     if not ref.exists:
         return ImagePage(total=0, page=page, per_page=per_page, collection_name=ref.name, results=[])
     total, hits = await vector_call(
-        search.list_page, ctx.store.client, ref.name, page=page, per_page=per_page
+        search.list_page, ctx.store, ref.name, page=page, per_page=per_page
     )
     return ImagePage(
         total=total,
@@ -71,18 +71,18 @@ async def list_images(
     )
 
 
-def _find_point(ctx: ServiceContext, point_id: str, collection_name: str | None) -> tuple[str, qm.Record]:
+def _find_point(ctx: ServiceContext, point_id: str, collection_name: str | None) -> tuple[str, Record]:
     for name in candidate_collections(ctx, collection_name):
         if not ctx.store.collection_exists(name):
             continue
-        records = ctx.store.client.retrieve(collection_name=name, ids=[point_id], with_payload=True)
+        records = ctx.store.get(name, [point_id])
         if records:
             return name, records[0]
     where = f"collection {collection_name!r}" if collection_name else "any collection"
     raise ShoeboxError(ErrorCode.NOT_FOUND, f"no image {point_id} in {where}")
 
 
-async def _lookup(request: Request, image_id: str, collection_name: str | None) -> tuple[str, qm.Record]:
+async def _lookup(request: Request, image_id: str, collection_name: str | None) -> tuple[str, Record]:
     point_id = check_image_id(image_id)
     return await vector_call(_find_point, context(request), point_id, collection_name)
 
@@ -106,10 +106,10 @@ def _indexed_file(payload: dict[str, Any]) -> Path | None:
 async def image_info(image_id: str, request: Request, collection_name: str | None = None) -> dict[str, Any]:
     """All stored metadata of one image, every path holding it, and which of them still exist."""
     name, record = await _lookup(request, image_id, collection_name)
-    payload = dict(record.payload or {})
+    payload = dict(record.payload)
     paths = payload.get("paths") or []
     existing = await run_in_threadpool(lambda: [p for p in paths if os.path.isfile(p)])
-    point_id = str(record.id)
+    point_id = record.id
     return {
         **payload,
         "id": point_id,

@@ -87,7 +87,7 @@ async def search_text(body: TextSearchRequest, request: Request, response: Respo
         return SearchResponse(results=[], collection_name=ref.name, model_name=model_name or None)
     hits = await vector_call(
         search.search_vector,
-        ctx.store.client,
+        ctx.store,
         ref.name,
         vector,
         limit=body.limit,
@@ -123,7 +123,7 @@ async def search_image(
         return SearchResponse(results=[], collection_name=ref.name, model_name=model_name)
     hits = await vector_call(
         search.search_vector,
-        ctx.store.client,
+        ctx.store,
         ref.name,
         vector,
         limit=limit,
@@ -157,7 +157,7 @@ async def similar_images(
     if not ref.exists:
         raise ShoeboxError(ErrorCode.NOT_FOUND, f"no image {point_id} in collection {ref.name!r}")
     hits = await vector_call(
-        search.search_similar, ctx.store.client, ref.name, point_id, limit=limit, offset=offset
+        search.search_similar, ctx.store, ref.name, point_id, limit=limit, offset=offset
     )
     return SearchResponse(results=hits, collection_name=ref.name, model_name=ref.model_name)
 
@@ -173,7 +173,7 @@ async def duplicates(
     ref = await run_in_threadpool(resolve_collection, ctx, collection_name)
     if not ref.exists:
         return search.Duplicates(exact=[], near=[], threshold=threshold)
-    return await vector_call(search.find_duplicates, ctx.store.client, ref.name, threshold)
+    return await vector_call(search.find_duplicates, ctx.store, ref.name, threshold)
 
 
 @router.get("/api/v1/search/cache", response_model=QueryCacheStats)

@@ -1,0 +1,41 @@
+"""`python -m shoebox.store.build_index SHARD_DIR --dim N`: build the HNSW index of an Edge shard copy.
+
+Run by `EdgeStore` in a child process, because the bindings' `optimize()` holds the GIL for
+the whole build (minutes at 100,000 points) and would stop every thread of the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def main(argv: list[str]) -> int:
+    import qdrant_edge as qe
+
+    parser = argparse.ArgumentParser(prog="python -m shoebox.store.build_index")
+    parser.add_argument("shard_dir")
+    parser.add_argument("--dim", type=int, required=True)
+    parser.add_argument("--m", type=int, default=16)
+    parser.add_argument("--ef-construct", type=int, default=100)
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    config = qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=args.dim, distance=qe.Distance.Dot),
+        hnsw_config=qe.HnswIndexConfig(m=args.m, ef_construct=args.ef_construct, full_scan_threshold=10_000),
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
+    )
+    shard = qe.EdgeShard.load(args.shard_dir, config)
+    try:
+        shard.optimize()
+        shard.flush()
+        info = shard.info()
+    finally:
+        shard.close()
+    print(f"indexed {info.indexed_vectors_count}/{info.points_count} in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
