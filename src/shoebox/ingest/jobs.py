@@ -150,6 +150,7 @@ class JobRunner:
             offline = self.catalog.offline_files(collection, folder)
             # Points first, then the catalog: a crash in between leaves a prune that is simply redone.
             deleted = detach_paths(self.store, collection, offline)
+            self.store.sync(collection)
             self.catalog.forget_files(collection, list(offline))
         finally:
             lock.release()

@@ -769,6 +769,8 @@ class StoreStage:
         known = [(r.ref.path, r.ref.size, r.ref.mtime_ns, r.ref.sha) for r in stored if r.ref.sha]
         forget = [r.ref.path for r in failed if r.ref.old_sha] + [ref.path for ref in gone]
         online = [r.ref.path for r in unchanged if r.back_online]
+        if stored or moved:
+            ctx.store.sync(ctx.collection)  # the points are durable before the catalog says so
         ctx.catalog.record(ctx.job_id, ctx.collection, outcomes, known, forget, online)
         ctx.tracker.close(o.path for o in outcomes)
 

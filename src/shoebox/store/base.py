@@ -229,6 +229,15 @@ class VectorStore(abc.ABC):
         if ids:
             self.delete_ids(name, ids)
 
+    def sync(self, name: str) -> None:
+        """Make the writes so far durable against an OS crash, not only a process crash.
+
+        The ingest calls it before it records outcomes in the catalog, so the catalog never
+        knows a file whose point a power cut could take away. A server acknowledges writes
+        durably already (`wait=True`), so the default does nothing.
+        """
+        return None
+
     # -------------------------------------------------------- points by id
 
     @abc.abstractmethod
@@ -271,8 +280,13 @@ class VectorStore(abc.ABC):
         limit: int,
         score_threshold: float | None = None,
         where: Where | None = None,
+        breadth: int | None = None,
     ) -> list[list[Record]]:
-        """Several searches planned as one (the duplicate scan); answers carry ids and scores only."""
+        """Several searches planned as one (the duplicate scan); answers carry ids and scores only.
+
+        `breadth` narrows an approximate (HNSW) search below the store's default: neighbours at
+        cosine 0.95 and above are found by a narrow search, at a fraction of the cost.
+        """
 
     @abc.abstractmethod
     def scroll(

@@ -263,11 +263,18 @@ class ServerStore(VectorStore):
         limit: int,
         score_threshold: float | None = None,
         where: Where | None = None,
+        breadth: int | None = None,
     ) -> list[list[Record]]:
         flt = to_filter(where)
+        params = qm.SearchParams(hnsw_ef=breadth) if breadth else None
         requests = [
             qm.QueryRequest(
-                query=v, filter=flt, score_threshold=score_threshold, limit=limit, with_payload=False
+                query=v,
+                filter=flt,
+                score_threshold=score_threshold,
+                limit=limit,
+                params=params,
+                with_payload=False,
             )
             for v in vectors
         ]
