@@ -815,6 +815,186 @@ def prune(
         )
 
 
+# ---------------------------------------------------------------- the vector store
+
+
+store_app = typer.Typer(
+    help="The vector store of a data dir: move a library to a Qdrant server.", no_args_is_help=True
+)
+app.add_typer(store_app, name="store", rich_help_panel="Library")
+
+
+def _export_next_step(to: str | None, api_key: str | None, prefix: str, data_dir: Path) -> str:
+    if to is None:
+        return "the points are in a qdrant-client local-mode folder (the stand-in of a server in tests)"
+    settings = f"SHOEBOX_QDRANT_URL={to}" + (" (and SHOEBOX_QDRANT_API_KEY)" if api_key else "")
+    if prefix != "shoebox__":
+        settings += f", SHOEBOX_QDRANT_PREFIX={prefix}"
+    return (
+        f"set {settings} and restart, with the same data dir ({data_dir}): the library is served from the "
+        "server. The embedded store in the data dir is left as it was."
+    )
+
+
+@store_app.command("export")
+def store_export(
+    to: str | None = typer.Option(
+        None, "--to", metavar="URL", help="The Qdrant server (or cluster) to copy to."
+    ),
+    collections: list[str] | None = typer.Option(
+        None, "--collection", "-c", metavar="NAME", help="Only this collection (repeatable); default: all."
+    ),
+    qdrant_api_key: str | None = typer.Option(
+        None,
+        "--api-key",
+        metavar="KEY",
+        envvar="SHOEBOX_QDRANT_API_KEY",
+        help="API key of the Qdrant server.",
+    ),
+    prefix: str = typer.Option(
+        "shoebox__",
+        "--prefix",
+        metavar="PREFIX",
+        envvar="SHOEBOX_QDRANT_PREFIX",
+        help="Prefix of Shoebox's collection names on the server (the service's SHOEBOX_QDRANT_PREFIX).",
+    ),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", metavar="DIR", help="The library's data dir (default: SHOEBOX_DATA_DIR)."
+    ),
+    to_local_path: Path | None = typer.Option(
+        None,
+        "--to-local-path",
+        hidden=True,
+        help="Tests: a qdrant-client local-mode folder standing in for the server (the same client calls).",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Copy the embedded store of a data dir to a Qdrant server: every point, ids, vectors, payloads.
+
+    Run it with the services stopped (it takes the data dir's lock). Copying again is harmless
+    (the same points are written again); the embedded store is left as it was.
+    """
+    import warnings
+
+    from shoebox.ingest.config import IngestSettings
+    from shoebox.ingest.context import DataDirInUse, lock_data_dir
+    from shoebox.protocol import ShoeboxError
+    from shoebox.store import open_store
+    from shoebox.store.export import check_target, copy_store
+    from shoebox.store.server import ServerStore
+
+    if (to is None) == (to_local_path is None):
+        fail("give the server to copy to: --to URL", 2)
+    settings = IngestSettings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir.expanduser()})
+    # The embedded store whatever SHOEBOX_STORE / SHOEBOX_QDRANT_URL say: that is what is exported.
+    settings = settings.model_copy(update={"store": "edge"})
+    data = settings.data_dir
+    if not data.is_dir():
+        fail(f"no library at {data} (see --data-dir / SHOEBOX_DATA_DIR)", 2)
+    try:
+        lock = lock_data_dir(data)
+    except DataDirInUse as exc:
+        fail(
+            f"{exc.message}.\nThe store cannot be exported while the service uses it: stop the Shoebox "
+            "services first (Ctrl-C on `shoebox up`, or stop `python -m shoebox.ingest`), then export again."
+        )
+    started = time.monotonic()
+    try:
+        source = open_store(settings, background_index=False)
+        try:
+            if to_local_path is not None:
+                target = ServerStore(path=to_local_path.expanduser(), prefix=prefix)
+            else:
+                # The client checks the server's version in a thread of its own and warns when it
+                # cannot: an unreachable server is reported below, in one line.
+                warnings.filterwarnings("ignore", "Failed to obtain server version", UserWarning)
+                target = ServerStore(url=to, api_key=qdrant_api_key, prefix=prefix)
+            try:
+                try:
+                    target.list_collections()
+                except ShoeboxError as exc:
+                    fail(f"cannot use the Qdrant server at {target.where}: {exc.message}")
+                names = list(dict.fromkeys(collections or source.list_collections()))
+                if not names:
+                    fail(f"nothing to export: the store in {data} holds no collection", 2)
+                unknown = [n for n in names if not source.collection_exists(n)]
+                if unknown:
+                    have = ", ".join(source.list_collections()) or "none"
+                    fail(f"no collection {', '.join(map(repr, unknown))} in {data} (it has: {have})", 2)
+                for name in names:  # a conflict refuses before the progress bar, not half-way
+                    check_target(source, target, name)
+                progress = Progress(
+                    SpinnerColumn(),
+                    TextColumn("[bold]{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("points"),
+                    TimeElapsedColumn(),
+                    TextColumn("ETA"),
+                    TimeRemainingColumn(),
+                    console=err,
+                    disable=json_out,
+                )
+                with progress:
+                    tasks = {n: progress.add_task(n, total=source.count(n), start=False) for n in names}
+
+                    def step(name: str, done: int, total: int) -> None:
+                        if not done:
+                            progress.start_task(tasks[name])
+                        progress.update(tasks[name], completed=done, total=total)
+
+                    reports = copy_store(source, target, names, progress=step)
+                where_from, where_to = source.describe(), target.describe()
+            finally:
+                target.close()
+        finally:
+            source.close()
+    except ShoeboxError as exc:
+        fail(f"{exc.code.value}: {exc.message}")
+    finally:
+        lock.close()
+    elapsed = time.monotonic() - started
+    next_step = _export_next_step(to, qdrant_api_key, prefix, data)
+    if json_out:
+        print_json(
+            {
+                "source": where_from,
+                "target": where_to,
+                "collections": [
+                    {
+                        "name": r.name,
+                        "copied": r.copied,
+                        "source_count": r.source_count,
+                        "target_count": r.target_count,
+                        "seconds": round(r.seconds, 3),
+                    }
+                    for r in reports
+                ],
+                "seconds": round(elapsed, 3),
+                "next_step": next_step,
+            }
+        )
+        return
+    table = Table(
+        title=f"exported {data} → {where_to.get('location')} (prefix {prefix!r})", title_justify="left"
+    )
+    for column in ("collection", "points copied", "on the target", "seconds", "points/s"):
+        table.add_column(column, justify="left" if column == "collection" else "right")
+    for r in reports:
+        table.add_row(r.name, str(r.copied), str(r.target_count), f"{r.seconds:.1f}", f"{r.rate:.0f}")
+    out.print(table)
+    for r in reports:
+        if r.target_count > r.source_count:
+            err.print(
+                f"[yellow]{r.name}: the target holds {r.target_count - r.source_count} more points than the "
+                "source (left there by an earlier export and deleted here since)[/]",
+                highlight=False,
+            )
+    out.print(f"Next: {next_step}", highlight=False)
+
+
 # ---------------------------------------------------------------- up and demo
 
 

@@ -1,4 +1,6 @@
-"""Search, browse and duplicates through HTTP against live services (tiny model, embedded Qdrant)."""
+"""Search, browse and duplicates through HTTP against live services (tiny model), on each store
+backend: Qdrant Edge (the default), and qdrant-client's local mode, which drives the server
+backend's code (`shoebox.store.server`) call for call, since no Qdrant server runs here."""
 
 from __future__ import annotations
 
@@ -81,15 +83,19 @@ def _write_library(root: Path) -> None:
         photos.write_jpeg(root / "copies" / "city_small.jpg", city.resize((240, 180)), quality=80)
 
 
-@pytest.fixture(scope="module")
-def lib(ml_service: ServiceProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SearchLibrary]:
+@pytest.fixture(scope="module", params=["edge", "local"])
+def lib(
+    request: pytest.FixtureRequest, ml_service: ServiceProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SearchLibrary]:
     base = tmp_path_factory.mktemp("search")
     root = base / "photos"
     _write_library(root / "library")
-    proc = start_ingest(base / "data", [ml_service.url], [root])
+    proc = start_ingest(base / "data", [ml_service.url], [root], env={"SHOEBOX_STORE": request.param})
     api = IngestAPI(proc.url)
     job = api.ingest_and_wait(root / "library", MAIN)
     assert job["status"] == "completed", job
+    expected_backend = {"edge": "qdrant-edge", "local": "qdrant-local"}[request.param]
+    assert api.request("GET", "/health").json()["vector_db"] == expected_backend
     listing = httpx.get(proc.url + "/api/v1/images", params={"collection_name": MAIN, "per_page": 100}).json()
     ids = {hit["filename"]: hit["id"] for hit in listing["results"]}
     yield SearchLibrary(root, base / "data", api, ids)
