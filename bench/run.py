@@ -1,4 +1,4 @@
-"""`python -m bench [--only ml,ingest,search] [--quick]`: the Shoebox benchmark, one run, one table.
+"""`python -m bench [--only ml,ingest,search] [--quick] [--large]`: the Shoebox benchmark, one run, one table.
 
 Every ratio is to the bare encoder measured in the same run on the same machine, so numbers from
 a busy or a different machine still compare within themselves.
@@ -38,6 +38,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--keep", action="store_true", help="keep the services' temp folder (logs, data) for a look"
     )
+    p.add_argument(
+        "--large",
+        action="store_true",
+        help="search section only: also 500,000 points (long: adds tens of minutes)",
+    )
     args = p.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
@@ -59,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(quick=args.quick, machine=describe_machine())
     foreign = ForeignLoad().start()
     report.context["sections"] = args.sections
+    report.context["large"] = args.large
 
     corpus = corpus_mod.Corpus()
     wants = set(args.sections)
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             if "ingest" in wants and bare:
                 ingest_bench.run(report, ws, corpus, ml, args.quick, log)
             if "search" in wants:
-                search_bench.run(report, ws, corpus, ml, args.quick, log)
+                search_bench.run(report, ws, corpus, ml, args.quick, log, large=args.large)
     except Exception as exc:  # noqa: BLE001 - still print and save what was measured
         report.errors.append(f"run aborted: {exc!r}")
         log(f"[red]run aborted: {exc!r}[/]")

@@ -57,6 +57,21 @@ def start_ml(
     return svc, time.monotonic() - t0
 
 
+def spawn_ingest(
+    ws: Workspace, ml: ServiceProcess, data_dir: Path, name: str, env: dict[str, str] | None = None
+) -> ServiceProcess:
+    """Start the ingestion service process and return at once (no waiting for /health)."""
+    full_env = {
+        **ws.base_env(),
+        "SHOEBOX_DATA_DIR": str(data_dir),
+        "SHOEBOX_ML_URL": ml.url,
+        "SHOEBOX_ML_URLS": "",
+        "SHOEBOX_INGEST_ROOTS": str(ws.corpus_root),
+        **(env or {}),
+    }
+    return start_service("ingest", env=full_env, log_path=ws.root / f"{name}.log")
+
+
 def start_ingest(
     ws: Workspace,
     ml: ServiceProcess,
@@ -66,16 +81,8 @@ def start_ingest(
     env: dict[str, str] | None = None,
 ) -> tuple[ServiceProcess, float]:
     """Start the ingestion service on `ml`; `env` adds settings of this case (SHOEBOX_RAW_TRANSPORT…)."""
-    full_env = {
-        **ws.base_env(),
-        "SHOEBOX_DATA_DIR": str(data_dir),
-        "SHOEBOX_ML_URL": ml.url,
-        "SHOEBOX_ML_URLS": "",
-        "SHOEBOX_INGEST_ROOTS": str(ws.corpus_root),
-        **(env or {}),
-    }
     t0 = time.monotonic()
-    svc = start_service("ingest", env=full_env, log_path=ws.root / f"{name}.log")
+    svc = spawn_ingest(ws, ml, data_dir, name, env)
     try:
         svc.wait_healthy(timeout=timeout)
     except Exception:
