@@ -7,9 +7,12 @@ One Edge shard per collection, under `<data_dir>/edge/<name>/`:
     v4/          an index build in progress, or a leftover of one (removed at open)
 
 What the bindings do, measured here (see tests/store/test_edge_bindings.py, which keeps checking):
-- `query`, `count`, `scroll`, `retrieve` and `update` are safe to call from several threads
-  at once and release the GIL while the engine works, so search requests and the ingest
-  store stage share a shard without a Python lock around reads.
+- `query`, `query_batch`, `count`, `scroll`, `retrieve` and `update` are safe to call from
+  several threads at once, so search requests and the ingest store stage share a shard without
+  a Python lock around reads. But (qdrant-edge-py 0.9.0) they HOLD the GIL while the engine
+  works (`retrieve` only part of the time): a search stops every other Python thread of the
+  process for its duration, a few ms on an unindexed collection of a few thousand points, tens
+  of ms at 20,000 with a filter. Correct, not parallel.
 - `optimize()` (the HNSW build) holds the GIL from start to end: minutes at 100,000 points,
   during which no other Python thread of the process runs. So it never runs in the service:
   a build copies the flushed shard, a child process optimises the copy at low priority while
@@ -24,6 +27,8 @@ What the bindings do, measured here (see tests/store/test_edge_bindings.py, whic
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import logging
 import os
 import queue
@@ -223,6 +228,37 @@ def _write_current(root: Path, version: str) -> None:
         os.close(fd)
 
 
+def _copy_sparse(src: str, dst: str) -> str:
+    """`shutil.copy2` that keeps holes. A shard's WAL and mmap'd files are mostly preallocated
+    holes (64 MB of WAL for a few KB of points): a plain copy writes them all out as zeros, so
+    every build would copy ~200 MB under the write lock and leave the new shard that much bigger."""
+    seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
+    if seek_data is None or seek_hole is None:  # pragma: no cover - no SEEK_DATA here
+        return shutil.copy2(src, dst)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fd_in, fd_out = fin.fileno(), fout.fileno()
+        size = os.fstat(fd_in).st_size
+        pos = 0
+        while pos < size:
+            try:
+                start = os.lseek(fd_in, pos, seek_data)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # only a hole from here to the end
+                    break
+                raise
+            end = os.lseek(fd_in, start, seek_hole)
+            while start < end:
+                chunk = os.pread(fd_in, min(end - start, 1 << 20), start)
+                if not chunk:
+                    break
+                os.pwrite(fd_out, chunk, start)
+                start += len(chunk)
+            pos = end
+        os.ftruncate(fd_out, size)
+    shutil.copystat(src, dst)
+    return dst
+
+
 def _next_version(version: str) -> str:
     return f"v{int(version.lstrip('v')) + 1}"
 
@@ -242,7 +278,8 @@ class EdgeStore(VectorStore):
         self._builds: queue.Queue[str | None] = queue.Queue()
         self._child: subprocess.Popen[bytes] | None = None
         self._idle = threading.Condition()
-        self._pending: set[str] = set()
+        self._pending: set[str] = set()  # queued or being built
+        self._recheck: set[str] = set()  # written again while pending: look again after the build
         try:
             for entry in sorted(root.iterdir()):
                 if entry.is_dir() and (entry / _CURRENT).is_file():
@@ -261,9 +298,6 @@ class EdgeStore(VectorStore):
 
     def _open(self, root: Path) -> _Collection:
         version = (root / _CURRENT).read_text().strip()
-        for entry in root.iterdir():  # an index build cut off by a stop or a crash
-            if entry.is_dir() and entry.name != version:
-                shutil.rmtree(entry, ignore_errors=True)
         try:
             shard = qe.EdgeShard.load(str(root / version))
         except Exception as exc:
@@ -272,6 +306,11 @@ class EdgeStore(VectorStore):
                     ErrorCode.VECTOR_DB, f"the store {root} is open in another process"
                 ) from exc
             raise
+        # Only now that the live shard is ours (its WAL lock taken): a `v<N+1>` beside it is an
+        # index build cut off by a stop or a crash, not the build of a process that has it open.
+        for entry in root.iterdir():
+            if entry.is_dir() and entry.name != version:
+                shutil.rmtree(entry, ignore_errors=True)
         return _Collection(root.name, root, version, shard)
 
     def _get(self, name: str) -> _Collection | None:
@@ -403,6 +442,18 @@ class EdgeStore(VectorStore):
         except Exception as exc:
             raise vector_db_error(exc) from exc
 
+    def sync(self, name: str) -> None:
+        # An update is in the WAL (page cache: safe from kill -9) when it returns; flush() msyncs
+        # the WAL and fsyncs the segments (~8 ms after a 64-point batch, measured).
+        coll = self._get(name)
+        if coll is None:
+            return
+        try:
+            with coll.writes, coll.reading() as shard:
+                shard.flush()
+        except Exception as exc:
+            raise vector_db_error(exc) from exc
+
     def get(self, name: str, ids: list[str], *, with_vectors: bool = False) -> list[Record]:
         coll = self._get(name)
         if coll is None or not ids:
@@ -454,9 +505,11 @@ class EdgeStore(VectorStore):
         limit: int,
         score_threshold: float | None = None,
         where: Where | None = None,
+        breadth: int | None = None,
     ) -> list[list[Record]]:
         coll = self._need(name)
         flt = to_filter(where)
+        params = qe.SearchParams(hnsw_ef=breadth) if breadth else self._params()
         requests = [
             qe.QueryRequest(
                 limit=limit,
@@ -464,7 +517,7 @@ class EdgeStore(VectorStore):
                 filter=flt,
                 score_threshold=score_threshold,
                 with_payload=False,
-                params=self._params(),
+                params=params,
             )
             for v in vectors
         ]
@@ -513,6 +566,9 @@ class EdgeStore(VectorStore):
             return
         with self._idle:
             if name in self._pending:
+                # A build under way indexes a copy taken before these writes: without a second
+                # look they would stay unindexed until some later job.
+                self._recheck.add(name)
                 return
             self._pending.add(name)
         self._builds.put(name)
@@ -540,6 +596,7 @@ class EdgeStore(VectorStore):
             name = self._builds.get()
             if name is None:
                 return
+            coll: _Collection | None = None
             try:
                 coll = self._get(name)
                 if coll is not None and not self._closing.is_set() and self._needs_build(coll):
@@ -550,8 +607,13 @@ class EdgeStore(VectorStore):
                     coll.error = str(exc)[:500]
             finally:
                 with self._idle:
-                    self._pending.discard(name)
-                    self._idle.notify_all()
+                    if name in self._recheck and not self._closing.is_set():
+                        self._recheck.discard(name)
+                        self._builds.put(name)  # still pending: wait_for_index waits for this too
+                    else:
+                        self._recheck.discard(name)
+                        self._pending.discard(name)
+                        self._idle.notify_all()
 
     def _build(self, coll: _Collection) -> None:
         started = time.monotonic()
@@ -562,7 +624,7 @@ class EdgeStore(VectorStore):
         try:
             with coll.writes:
                 coll.shard.flush()
-                shutil.copytree(coll.root / coll.version, copy)
+                shutil.copytree(coll.root / coll.version, copy, copy_function=_copy_sparse)
                 coll.journal = _Journal()
             self._optimise_in_child(copy, coll.dim)
             if self._closing.is_set() or self._get(coll.name) is not coll:
@@ -571,6 +633,14 @@ class EdgeStore(VectorStore):
             try:
                 with coll.writes:
                     self._replay(coll, fresh)
+                    # No write can land meanwhile (coll.writes): the copy must hold what the live
+                    # shard holds. A copy that lost its data loads as an empty shard without error.
+                    live_n = int(coll.shard.count(qe.CountRequest(exact=True)))
+                    fresh_n = int(fresh.count(qe.CountRequest(exact=True)))
+                    if fresh_n != live_n:
+                        raise RuntimeError(
+                            f"the indexed copy holds {fresh_n} points, the live shard {live_n}: not swapped"
+                        )
                     fresh.flush()
                     with coll.swap.write():
                         old, old_version = coll.shard, coll.version
@@ -619,14 +689,18 @@ class EdgeStore(VectorStore):
             f"--m={self.params.m}",
             f"--ef-construct={self.params.ef_construct}",
         ]
+        if self._closing.is_set():
+            raise RuntimeError("the store is closing")
         child = subprocess.Popen(
             command,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=lambda: os.nice(10),  # below interactive search and ingest
+            preexec_fn=functools.partial(_child_setup, os.getpid()),
         )
         self._child = child
         try:
+            if self._closing.is_set():  # close() began before `_child` was set: it killed nothing
+                child.kill()
             _, err = child.communicate()
         finally:
             self._child = None
@@ -654,6 +728,33 @@ class EdgeStore(VectorStore):
                     coll.shard.flush()
                 finally:
                     coll.shard.close()
+
+
+def _parent_death_signal() -> Any:
+    """Linux's prctl(PR_SET_PDEATHSIG), resolved here: a child must not load libraries after fork."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
+        return None
+
+
+_PRCTL = _parent_death_signal()
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(parent: int) -> None:
+    """In the build child before exec: below interactive search and ingest, and killed by the
+    kernel when the service dies (kill -9 included), so no orphan build keeps writing into a
+    `v<N+1>` that the next start removes and may create again for its own build."""
+    os.nice(10)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the service died before the signal was armed
+            os._exit(1)
 
 
 def _version() -> str:
