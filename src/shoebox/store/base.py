@@ -33,9 +33,10 @@ PAYLOAD_INDEXES: dict[str, PayloadIndex] = {
     "folders": "keyword",
     "has_gps": "bool",
     "gps": "geo",
-    "paths": "keyword",
-    "sha256": "keyword",
 }
+# Not indexed: `sha256` (a point's id is derived from it) and `paths` (only counted, by the
+# exact-duplicate scan): two keyword indexes of one value per point that halved the time to
+# open a 100,000-point shard when dropped (0.85 → 0.38 s, measured).
 
 _ID_NAMESPACE = uuid.UUID("6f1c3a52-6d0e-4b6e-9b7a-5e0b7c1d2a90")
 # A collection name is also a directory name (embedded) and part of a server collection's name.
