@@ -62,16 +62,31 @@ class TestModelSize(str, Enum):
     vit_b_32 = "vit-b-32"
 
 
+class TestModelBuilder(str, Enum):
+    onnx = "onnx"
+    torch = "torch"
+
+
 @model_app.command("make-test")
 def model_make_test(
     size: TestModelSize = typer.Option(TestModelSize.tiny, help="tiny (tests) or vit-b-32 (benchmarks)."),
     out: Path = typer.Option(..., help="Folder to write the model into."),
     seed: int = typer.Option(0, help="Seed of the random weights."),
+    builder: TestModelBuilder = typer.Option(
+        TestModelBuilder.onnx,
+        help="onnx (graphs written with the onnx package) or torch (needs the `dev` extra).",
+    ),
 ) -> None:
-    """Write a RANDOM-WEIGHT model in the real on-disk layout (needs the `dev` extra: torch)."""
-    from shoebox.ml.models.testmodel import make_test_model
+    """Write a RANDOM-WEIGHT model in the real on-disk layout."""
+    if builder is TestModelBuilder.torch:
+        try:
+            from shoebox.ml.models.testmodel import make_test_model as build
+        except ImportError as exc:
+            fail(f"--builder torch needs torch ({exc}); install shoebox\\[dev] or use --builder onnx")
+    else:
+        from shoebox.ml.models.onnx_testmodel import build_onnx_test_model as build
 
-    path = make_test_model(size.value, out, seed=seed)
+    path = build(size.value, out, seed=seed)
     typer.secho(
         f"wrote a random-weight test model to {path} — search results with it are meaningless",
         fg=typer.colors.YELLOW,
@@ -208,11 +223,11 @@ def ensure_test_model() -> Path:
     if is_test_model_dir(target) and is_complete(target):
         return target
     try:
-        from shoebox.ml.models.testmodel import make_test_model
+        from shoebox.ml.models.onnx_testmodel import build_onnx_test_model
     except ImportError as exc:
-        fail(f"cannot build the fallback test model ({exc}); install shoebox[dev] or set SHOEBOX_MODEL_DIR")
+        fail(f"cannot build the fallback test model ({exc}); install shoebox\\[ml] or set SHOEBOX_MODEL_DIR")
     with err.status("building the random test model (once)…"):
-        return make_test_model("tiny", target)
+        return build_onnx_test_model("tiny", target)
 
 
 def prepare_model() -> dict[str, str]:
