@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
-import httpx
 import typer
 from rich.console import Console
 from rich.panel import Panel
@@ -39,9 +38,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-DEFAULT_URL = "http://127.0.0.1:8002"
+from shoebox.client import DEFAULT_URL, FINISHED, APIError, ShoeboxClient
+
 TEST_MODEL_PREFIX = "TEST-RANDOM-WEIGHTS"
-FINISHED = {"completed", "completed_with_errors", "failed", "cancelled"}
 
 app = typer.Typer(
     help="Shoebox: a searchable library from folders of photos.",
@@ -94,62 +93,6 @@ def model_make_test(
 
 
 # ---------------------------------------------------------------- HTTP client
-
-
-class APIError(Exception):
-    def __init__(self, code: str, message: str, status: int) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code, self.message, self.status = code, message, status
-
-
-class ShoeboxAPI:
-    """A thin client of the ingestion service's HTTP API; errors become APIError with the API's code."""
-
-    def __init__(self, url: str, api_key: str | None, timeout: float = 120.0) -> None:
-        self.url = url.rstrip("/")
-        headers = {"X-API-Key": api_key} if api_key else {}
-        self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=5.0)
-        )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def health(self, timeout: float = 2.0) -> dict[str, Any] | None:
-        try:
-            r = self._http.get("/health", timeout=timeout)
-        except httpx.HTTPError:
-            return None
-        if r.status_code != 200:
-            return None
-        try:
-            body = r.json()
-        except ValueError:
-            return None
-        # Anything else answering on the port is not ours.
-        return body if isinstance(body, dict) and "vector_db" in body else None
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            r = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise APIError("ERR_CONNECTION", f"{self.url}: {exc}", 0) from exc
-        if r.status_code >= 400:
-            try:
-                error = r.json()["error"]
-                raise APIError(error["code"], error.get("message", ""), r.status_code)
-            except (ValueError, KeyError, TypeError):
-                raise APIError(f"HTTP_{r.status_code}", r.text[:300], r.status_code) from None
-        return r.json()
-
-    def get(self, path: str, **kwargs: Any) -> Any:
-        return self.call("GET", path, **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> Any:
-        return self.call("POST", path, **kwargs)
-
-    def delete(self, path: str, **kwargs: Any) -> Any:
-        return self.call("DELETE", path, **kwargs)
 
 
 @dataclass
@@ -341,9 +284,9 @@ def local_services(
 
 
 @contextmanager
-def connect(allow: list[Path] | None = None) -> Iterator[ShoeboxAPI]:
+def connect(allow: list[Path] | None = None) -> Iterator[ShoeboxClient]:
     """The API at SHOEBOX_URL, or — when nothing answers there on this machine — services of our own."""
-    api = ShoeboxAPI(state.url, state.api_key)
+    api = ShoeboxClient(state.url, state.api_key)
     try:
         if api.health() is not None:
             yield api
@@ -354,7 +297,7 @@ def connect(allow: list[Path] | None = None) -> Iterator[ShoeboxAPI]:
         fail(f"no Shoebox service answers at {state.url}")
     err.print(f"No Shoebox service at {state.url}: starting one for this command (stopped at exit).")
     with local_services(port=urlsplit(state.url).port, allow=allow) as services:
-        own = ShoeboxAPI(services.url, state.api_key)
+        own = ShoeboxClient(services.url, state.api_key)
         try:
             yield own
         finally:
@@ -371,7 +314,7 @@ def _counts(job: dict[str, Any]) -> str:
     )
 
 
-def follow_job(api: ShoeboxAPI, job_id: str, *, show_progress: bool) -> dict[str, Any]:
+def follow_job(api: ShoeboxClient, job_id: str, *, show_progress: bool) -> dict[str, Any]:
     """Poll a job until it ends, with a live bar; Ctrl-C cancels the job on the server."""
     started = time.monotonic()
     progress = Progress(
@@ -452,7 +395,7 @@ def print_errors_by_code(errors: list[dict[str, Any]]) -> None:
 
 
 def run_ingest(
-    api: ShoeboxAPI, directory: Path, collection: str | None, *, show_progress: bool
+    api: ShoeboxClient, directory: Path, collection: str | None, *, show_progress: bool
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"directory_path": str(directory)}
     if collection:
@@ -719,7 +662,7 @@ def status(
     out.print(table)
 
 
-def _collection_rows(api: ShoeboxAPI) -> list[dict[str, Any]]:
+def _collection_rows(api: ShoeboxClient) -> list[dict[str, Any]]:
     rows = []
     for name in api.get("/api/v1/collections"):
         try:
@@ -1032,7 +975,7 @@ def up(
     ui_port: int = typer.Option(8501, help="Port of the admin UI."),
 ) -> None:
     """Start both services on loopback and keep them running until Ctrl-C."""
-    api = ShoeboxAPI(state.url, state.api_key)
+    api = ShoeboxClient(state.url, state.api_key)
     already = api.health()
     api.close()
     if already is not None:
@@ -1143,7 +1086,7 @@ def demo(
     # Its own data dir: the demo must not lock or mix with a library that `shoebox up` serves.
     data_dir = IngestSettings().data_dir / "demo"
     with api_errors(), local_services(allow=[directory], data_dir=data_dir) as services:
-        api = ShoeboxAPI(services.url, state.api_key)
+        api = ShoeboxClient(services.url, state.api_key)
         out.rule("ingest")
         started = time.monotonic()
         job = run_ingest(api, directory, "demo", show_progress=True)
