@@ -10,8 +10,8 @@ the API's answer for scripts; progress, banners and errors go to stderr.
 from __future__ import annotations
 
 import json
-import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -956,13 +956,10 @@ def store_export(
 # ---------------------------------------------------------------- up and demo
 
 
-def _admin_ui_script() -> Path | None:
+def _ui_available() -> bool:
     import importlib.util
 
-    spec = importlib.util.find_spec("shoebox.admin.app")
-    if spec is None or spec.origin is None or importlib.util.find_spec("streamlit") is None:
-        return None
-    return Path(spec.origin)
+    return importlib.util.find_spec("streamlit") is not None
 
 
 @app.command(rich_help_panel="Services")
@@ -1002,7 +999,7 @@ def up(
             if roots:
                 table.add_row("ingest roots", "\n".join(map(str, roots)))
             if ui:
-                ui_process = _start_admin_ui(services.url, ui_port, services.log_dir)
+                ui_process = _start_admin_ui(services.url, ui_port, services.log_dir, services.ml_url)
                 if ui_process is not None:
                     table.add_row("admin UI", f"http://127.0.0.1:{ui_port}")
             out.print(table)
@@ -1030,32 +1027,38 @@ def _interrupt(*_: Any) -> NoReturn:
     raise KeyboardInterrupt
 
 
-def _start_admin_ui(url: str, port: int, log_dir: Path) -> Any:
-    import subprocess
+def _start_admin_ui(url: str, port: int, log_dir: Path, ml_url: str | None = None) -> Any:
+    from shoebox.admin import launch
 
-    script = _admin_ui_script()
-    if script is None:
-        err.print("[yellow]the admin UI is not available in this install (needs shoebox[ui]); skipping it[/]")
+    if not _ui_available():
+        err.print(
+            "[yellow]the admin UI is not available in this install (needs shoebox\\[ui]); skipping it[/]"
+        )
         return None
     log = open(log_dir / "admin.log", "ab")  # noqa: SIM115 - lives with the child
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(script),
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-        ],
-        env={**os.environ, "SHOEBOX_URL": url},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    return launch(url, state.api_key, port, ml_url=ml_url, stdout=log, stderr=subprocess.STDOUT)
+
+
+@app.command(rich_help_panel="Services")
+def ui(
+    port: int = typer.Option(8501, help="Port of the admin UI."),
+    ml_url: str = typer.Option(
+        "http://127.0.0.1:8001", envvar="SHOEBOX_ML_URL", help="The ML service (shown on the Services page)."
+    ),
+) -> None:
+    """Start the admin UI alone against SHOEBOX_URL, until Ctrl-C."""
+    from shoebox.admin import launch
+
+    if not _ui_available():
+        fail("the admin UI needs the `ui` extra: pip install 'shoebox[ui]'", 2)
+    process = launch(state.url, state.api_key, port, ml_url=ml_url)
+    out.print(f"admin UI: [bold]http://127.0.0.1:{port}[/] (against {state.url}); Ctrl-C to stop")
+    sys.stdout.flush()
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait(10)
 
 
 DEMO_QUERIES = ["a beach at sunset", "a city street at night", "a forest with a lake"]

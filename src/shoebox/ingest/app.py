@@ -17,7 +17,11 @@ from shoebox.ingest.routes import collections, ingest
 log = logging.getLogger(__name__)
 
 # Routes owned by the search area; optional so the service runs while they are being built.
-OPTIONAL_ROUTERS = ("shoebox.ingest.routes.search", "shoebox.ingest.routes.images")
+OPTIONAL_ROUTERS = (
+    "shoebox.ingest.routes.search",
+    "shoebox.ingest.routes.images",
+    "shoebox.ingest.routes.folders",
+)
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
