@@ -13,6 +13,7 @@ from bench.corpus import DNG_SHAPES, Corpus
 from bench.report import Report, Row
 from bench.services import JobRun, RssSampler, Workspace, run_ingest_job, running, start_ingest, start_ml
 from shoebox.launcher import ServiceProcess
+from shoebox.protocol import Job
 
 MiB = 1024**2
 RAW_TRANSPORTS = ("rendition", "original")  # SHOEBOX_RAW_TRANSPORT of the ingestion service
@@ -272,8 +273,8 @@ def run(
         log(f"ingest: re-ingest FAILED: {exc!r}")
 
 
-def _slim(job: dict) -> dict:
+def _slim(job: Job) -> dict:
     """The job without its long lists, for the JSON."""
-    slim = {k: v for k, v in job.items() if k not in ("logs", "errors")}
-    slim["errors_first"] = (job.get("errors") or [])[:5]
+    slim = job.model_dump(mode="json", exclude={"logs", "errors"})
+    slim["errors_first"] = [e.model_dump(mode="json") for e in job.errors[:5]]
     return slim

@@ -33,6 +33,7 @@ from bench.corpus import Corpus
 from bench.ml import query_texts
 from bench.report import Report, Row
 from bench.services import RssSampler, Workspace, run_ingest_job, running, spawn_ingest, start_ingest
+from shoebox.client import APIError, ShoeboxClient
 from shoebox.ingest.app import OPTIONAL_ROUTERS
 from shoebox.launcher import ServiceProcess
 
@@ -660,8 +661,12 @@ def measure_size(
     imports_s = import_time(backend)
     assert rss is not None
     with running(svc), _stopping(rss):
-        info = httpx.get(f"{svc.url}/api/v1/collections/{COLLECTION}/info", timeout=60).json()
-        index = info.get("index") or {}
+        with ShoeboxClient(svc.url, timeout=60.0) as client:
+            try:
+                index = client.collection_info(COLLECTION).get("index") or {}
+            except APIError as exc:  # the rows still stand, with "no index info"
+                log(f"search/{backend}: collection info @ {size:,} points failed: {exc}")
+                index = {}
         text = latency(svc, n_queries, salt=f"{backend} {size} ", budget_s=QUERY_BUDGET_S)
         cached = cached_latency(svc, max(20, n_queries // 4))
         cached_filtered = cached_latency(svc, max(20, n_queries // 4), filters=FILTERS)

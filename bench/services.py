@@ -1,4 +1,5 @@
-"""The two services as real processes (the way a user runs them), jobs over HTTP, and memory sampling."""
+"""The two services as real processes (the way a user runs them), jobs over HTTP (through the one
+client of the API, `shoebox.client`), and memory sampling."""
 
 from __future__ import annotations
 
@@ -9,14 +10,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import httpx
 import psutil
 
+from shoebox.client import ShoeboxClient
 from shoebox.launcher import ServiceProcess, start_service
-
-FINISHED = {"completed", "completed_with_errors", "failed", "cancelled"}
+from shoebox.protocol import Job
 
 
 @dataclass
@@ -102,53 +101,43 @@ def running(svc: ServiceProcess) -> Iterator[ServiceProcess]:
 @dataclass
 class JobRun:
     wall_s: float  # client side: POST submitted → the status poll that saw it finished
-    job: dict[str, Any]
+    job: Job
 
     @property
     def status(self) -> str:
-        return str(self.job.get("status"))
+        return self.job.status.value
 
     @property
     def server_s(self) -> float | None:
         """The service's own account: job created → finished (no HTTP, no polling)."""
+        if not self.job.finished_at:
+            return None
         try:
-            start = datetime.fromisoformat(str(self.job["created_at"]).replace("Z", "+00:00"))
-            end = datetime.fromisoformat(str(self.job["finished_at"]).replace("Z", "+00:00"))
-        except (KeyError, TypeError, ValueError):
+            start = datetime.fromisoformat(self.job.created_at.replace("Z", "+00:00"))
+            end = datetime.fromisoformat(self.job.finished_at.replace("Z", "+00:00"))
+        except ValueError:
             return None
         return (end - start).total_seconds()
 
     def counts(self) -> dict[str, int]:
-        return {
-            k: int(self.job.get(k) or 0) for k in ("total_files", "indexed", "cached", "unchanged", "failed")
-        }
+        return {k: getattr(self.job, k) for k in ("total_files", "indexed", "cached", "unchanged", "failed")}
 
     def error_summary(self) -> str:
         codes: dict[str, int] = {}
-        for e in self.job.get("errors") or []:
-            codes[e.get("code", "?")] = codes.get(e.get("code", "?"), 0) + 1
+        for e in self.job.errors:
+            codes[e.code.value] = codes.get(e.code.value, 0) + 1
         return ", ".join(f"{c}×{n}" for c, n in sorted(codes.items()))
 
 
 def run_ingest_job(
     ingest: ServiceProcess, folder: Path, collection: str, timeout: float = 1800.0, poll_s: float = 0.02
 ) -> JobRun:
-    with httpx.Client(base_url=ingest.url, timeout=60.0) as client:
+    """Submit an ingest of `folder` and poll it to its end (every `poll_s`: the wall time's resolution)."""
+    with ShoeboxClient(ingest.url, timeout=60.0) as client:
         t0 = time.perf_counter()
-        r = client.post(
-            "/api/v1/ingest/", json={"directory_path": str(folder), "collection_name": collection}
-        )
-        if r.status_code >= 300:
-            raise RuntimeError(f"ingest submit answered {r.status_code}: {r.text[:300]}")
-        job_id = r.json()["job_id"]
-        deadline = time.monotonic() + timeout
-        while True:
-            job = client.get(f"/api/v1/ingest/status/{job_id}").json()
-            if job.get("status") in FINISHED:
-                return JobRun(time.perf_counter() - t0, job)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"ingest job {job_id} not finished after {timeout}s: {job.get('status')}")
-            time.sleep(poll_s)
+        job_id = client.ingest(folder, collection)["job_id"]
+        job = client.follow(job_id, poll_s=poll_s, timeout=timeout)
+        return JobRun(time.perf_counter() - t0, job)
 
 
 @dataclass

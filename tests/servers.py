@@ -1,7 +1,8 @@
 """Start the ML and ingestion services as real processes on loopback, and talk to them.
 
 Shared by the end-to-end tests of every area: each service runs exactly as a user runs it
-(`python -m shoebox.ml|ingest`) through `shoebox.launcher`, with its data under a test folder.
+(`python -m shoebox.ml|ingest`) through `shoebox.launcher`, with its data under a test folder,
+and the tests talk to it through the one client of its API, `shoebox.client.ShoeboxClient`.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import httpx
-
+from shoebox.client import FINISHED, ShoeboxClient
 from shoebox.launcher import ServiceProcess, free_port, start_service
 
-FINISHED = {"completed", "completed_with_errors", "failed", "cancelled"}
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+REQUEST_TIMEOUT_S = 60.0  # one request; a loaded CI machine can take long on an image or a scan
+# How the tests follow a job (`ShoeboxClient.follow(job_id, **FOLLOW)`): its end is seen within a
+# tenth of a second, and a job that never ends fails the test after 90 s instead of hanging it.
+POLL_S = 0.1
+FOLLOW: dict[str, float] = {"poll_s": POLL_S, "timeout": 90.0}
 
 
 def start_ml(
@@ -83,57 +86,9 @@ def start_ingest(
     return proc
 
 
-@dataclass
-class IngestAPI:
-    """A thin client of the ingestion service's HTTP API for tests."""
-
-    url: str
-    api_key: str | None = None
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"X-API-Key": self.api_key} if self.api_key else {}
-
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, self.url + path, headers=self.headers, timeout=60.0, **kwargs)
-
-    def ingest(self, directory: Path | str, collection: str | None = None) -> str:
-        body: dict[str, Any] = {"directory_path": str(directory)}
-        if collection:
-            body["collection_name"] = collection
-        r = self.request("POST", "/api/v1/ingest/", json=body)
-        assert r.status_code == 202, r.text
-        return r.json()["job_id"]
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        r = self.request("GET", f"/api/v1/ingest/status/{job_id}")
-        assert r.status_code == 200, r.text
-        return r.json()
-
-    def wait(self, job_id: str, timeout: float = 90.0, until: set[str] | None = None) -> dict[str, Any]:
-        """Poll a job until it reaches one of `until` (default: any finished status)."""
-        until = until or FINISHED
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                job = self.job(job_id)
-                if job["status"] in until:
-                    return job
-            except httpx.TransportError:
-                job = {"status": "unreachable"}
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job.get('status')} after {timeout}s: {job}")
-            time.sleep(0.1)
-
-    def ingest_and_wait(
-        self, directory: Path | str, collection: str | None = None, timeout: float = 90.0
-    ) -> dict:
-        return self.wait(self.ingest(directory, collection), timeout)
-
-    def info(self, collection: str) -> dict[str, Any]:
-        r = self.request("GET", f"/api/v1/collections/{collection}/info")
-        assert r.status_code == 200, r.text
-        return r.json()
+def connect(url: str, api_key: str | None = None) -> ShoeboxClient:
+    """The shared client (`shoebox.client`) on a test service; the caller closes it."""
+    return ShoeboxClient(url, api_key, timeout=REQUEST_TIMEOUT_S)
 
 
 # ---------------------------------------------------------------- generated photo folders
@@ -235,10 +190,14 @@ def build_library(root: Path) -> Library:
 __all__ = [
     "AS_ROOT",
     "FINISHED",
-    "IngestAPI",
+    "FOLLOW",
+    "POLL_S",
+    "REQUEST_TIMEOUT_S",
     "Library",
     "ServiceProcess",
+    "ShoeboxClient",
     "build_library",
+    "connect",
     "free_port",
     "start_ingest",
     "start_ml",

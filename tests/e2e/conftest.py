@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from servers import IngestAPI, ServiceProcess, start_ingest, start_ml  # noqa: E402
+from servers import ServiceProcess, ShoeboxClient, connect, start_ingest, start_ml  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +50,21 @@ def services(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
 
 
 @pytest.fixture
-def ingest(services, ml_service: ServiceProcess, photo_root: Path, tmp_path: Path) -> IngestAPI:
-    """An ingestion service (fresh data dir) on the shared ML service, allowed to read `photo_root`."""
+def clients() -> Iterator[Callable[..., ShoeboxClient]]:
+    """Clients of ingestion services (`clients(url, api_key=None)`); all closed after the test."""
+    made: list[ShoeboxClient] = []
+
+    def make(url: str, api_key: str | None = None) -> ShoeboxClient:
+        made.append(connect(url, api_key))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def ingest(services, clients, ml_service: ServiceProcess, photo_root: Path, tmp_path: Path) -> ShoeboxClient:
+    """A client of an ingestion service (fresh data dir) on the shared ML service, allowed to read `photo_root`."""
     proc = services("ingest", tmp_path / "data", [ml_service.url], [photo_root])
-    return IngestAPI(proc.url)
+    return clients(proc.url)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from servers import IngestAPI, ServiceProcess, start_ingest
+from servers import FOLLOW, REQUEST_TIMEOUT_S, ServiceProcess, ShoeboxClient, connect, start_ingest
 
 MAIN = "library"
 
@@ -25,22 +25,19 @@ MAIN = "library"
 class SearchLibrary:
     root: Path
     data: Path
-    api: IngestAPI
+    api: ShoeboxClient
     ids: dict[str, str]  # file name (of the point's first path) → point id
 
     def post(self, path: str, **kwargs) -> httpx.Response:
+        """The raw answer, for the tests of status codes and headers."""
         return self.api.request("POST", path, **kwargs)
 
     def get(self, path: str, **kwargs) -> httpx.Response:
         return self.api.request("GET", path, **kwargs)
 
-    def names(self, filters: dict | None = None, limit: int = 50, **extra) -> set[str]:
-        body = {"query": "a photo", "limit": limit, "collection_name": MAIN, **extra}
-        if filters is not None:
-            body["filters"] = filters
-        r = self.post("/api/v1/search/text", json=body)
-        assert r.status_code == 200, r.text
-        return {hit["filename"] for hit in r.json()["results"]}
+    def names(self, filters: dict | None = None, limit: int = 50) -> set[str]:
+        answer = self.api.search_text("a photo", limit=limit, filters=filters, collection=MAIN)
+        return {hit["filename"] for hit in answer["results"]}
 
 
 def _write_library(root: Path) -> None:
@@ -91,15 +88,19 @@ def lib(
     root = base / "photos"
     _write_library(root / "library")
     proc = start_ingest(base / "data", [ml_service.url], [root], env={"SHOEBOX_STORE": request.param})
-    api = IngestAPI(proc.url)
-    job = api.ingest_and_wait(root / "library", MAIN)
-    assert job["status"] == "completed", job
-    expected_backend = {"edge": "qdrant-edge", "local": "qdrant-local"}[request.param]
-    assert api.request("GET", "/health").json()["vector_db"] == expected_backend
-    listing = httpx.get(proc.url + "/api/v1/images", params={"collection_name": MAIN, "per_page": 100}).json()
-    ids = {hit["filename"]: hit["id"] for hit in listing["results"]}
-    yield SearchLibrary(root, base / "data", api, ids)
-    proc.stop()
+    api = connect(proc.url)
+    try:
+        job = api.ingest_and_follow(root / "library", MAIN, **FOLLOW)
+        assert job.status == "completed", job
+        expected_backend = {"edge": "qdrant-edge", "local": "qdrant-local"}[request.param]
+        health = api.health(timeout=REQUEST_TIMEOUT_S)
+        assert health is not None and health["vector_db"] == expected_backend
+        listing = api.images(per_page=100, collection=MAIN)
+        ids = {hit["filename"]: hit["id"] for hit in listing["results"]}
+        yield SearchLibrary(root, base / "data", api, ids)
+    finally:
+        api.close()
+        proc.stop()
 
 
 ALL = {"beach.jpg", "city.jpg", "cat.png", "forest.dng", "lake.heic", "mountain.jpg", "city_small.jpg"}
@@ -110,9 +111,7 @@ def test_the_library_holds_one_point_per_content(lib):
 
 
 def test_text_search_answers_hits_in_the_contract_shape(lib):
-    r = lib.post("/api/v1/search/text", json={"query": "a beach", "limit": 3, "collection_name": MAIN})
-    assert r.status_code == 200, r.text
-    hits = r.json()["results"]
+    hits = lib.api.search_text("a beach", limit=3, collection=MAIN)["results"]
     assert len(hits) == 3
     for hit in hits:
         assert set(hit) >= {"id", "score", "filename", "path", "thumbnail_url", "payload"}
@@ -123,8 +122,8 @@ def test_text_search_answers_hits_in_the_contract_shape(lib):
 
 def test_text_search_pages_follow_each_other_without_overlap(lib):
     def page(offset: int, limit: int) -> list[str]:
-        body = {"query": "mountains", "limit": limit, "offset": offset, "collection_name": MAIN}
-        return [h["id"] for h in lib.post("/api/v1/search/text", json=body).json()["results"]]
+        answer = lib.api.search_text("mountains", limit=limit, offset=offset, collection=MAIN)
+        return [h["id"] for h in answer["results"]]
 
     whole = page(0, 7)
     assert page(0, 3) + page(3, 3) + page(6, 3) == whole
@@ -210,10 +209,10 @@ def test_search_in_a_missing_collection_is_not_found(lib):
 
 def test_repeated_text_query_is_answered_from_the_query_cache(lib):
     body = {"query": "a quiet lake in winter", "collection_name": MAIN}
-    before = lib.get("/api/v1/search/cache").json()
+    before = lib.api.query_cache()
     first = lib.post("/api/v1/search/text", json=body)
     second = lib.post("/api/v1/search/text", json=body)
-    after = lib.get("/api/v1/search/cache").json()
+    after = lib.api.query_cache()
     assert first.headers["x-query-embedding-cache"] == "miss"
     assert second.headers["x-query-embedding-cache"] == "hit"
     assert after["hits"] == before["hits"] + 1 and after["misses"] == before["misses"] + 1
@@ -222,30 +221,24 @@ def test_repeated_text_query_is_answered_from_the_query_cache(lib):
 
 def test_search_by_uploaded_jpeg_finds_the_same_photo_first(lib):
     data = (lib.root / "library" / "other" / "mountain.jpg").read_bytes()
-    r = lib.post("/api/v1/search/image", files={"file": ("query.jpg", data)}, data={"collection_name": MAIN})
-    assert r.status_code == 200, r.text
-    top = r.json()["results"][0]
+    top = lib.api.search_image(data, "query.jpg", collection=MAIN)["results"][0]
     assert top["id"] == lib.ids["mountain.jpg"]
     assert top["score"] > 0.999
 
 
 def test_search_by_uploaded_raw_finds_the_same_raw_first(lib):
     data = (lib.root / "library" / "2021" / "raw" / "forest.dng").read_bytes()
-    r = lib.post(
-        "/api/v1/search/image", files={"file": ("query.dng", data)}, data={"collection_name": MAIN, "limit": "2"}
-    )
-    assert r.status_code == 200, r.text
-    hits = r.json()["results"]
+    hits = lib.api.search_image(data, "query.dng", limit=2, collection=MAIN)["results"]
     assert len(hits) == 2
     assert hits[0]["id"] == lib.ids["forest.dng"]
 
 
 def test_search_by_image_takes_filters_and_paging(lib):
     data = (lib.root / "library" / "other" / "mountain.jpg").read_bytes()
-    form = {"collection_name": MAIN, "filters": '{"format": ["png", "heic"]}', "limit": "1", "offset": "1"}
-    r = lib.post("/api/v1/search/image", files={"file": ("query.jpg", data)}, data=form)
-    assert r.status_code == 200, r.text
-    [hit] = r.json()["results"]
+    answer = lib.api.search_image(
+        data, "query.jpg", filters={"format": ["png", "heic"]}, limit=1, offset=1, collection=MAIN
+    )
+    [hit] = answer["results"]
     assert hit["filename"] in {"cat.png", "lake.heic"}
 
 
@@ -264,9 +257,7 @@ def test_search_by_undecodable_upload_answers_its_error_code(lib):
 
 def test_similar_uses_the_stored_vector_and_excludes_the_image_itself(lib):
     beach = lib.ids["beach.jpg"]
-    r = lib.get(f"/api/v1/images/{beach}/similar", params={"limit": 50, "collection_name": MAIN})
-    assert r.status_code == 200, r.text
-    ids = [h["id"] for h in r.json()["results"]]
+    ids = [h["id"] for h in lib.api.similar(beach, limit=50, collection=MAIN)["results"]]
     assert beach not in ids
     assert set(ids) == set(lib.ids.values()) - {beach}
 
@@ -279,9 +270,7 @@ def test_similar_of_an_unknown_id_is_not_found(lib):
 
 def test_listing_pages_are_stable_and_cover_every_image_once(lib):
     def page(n: int) -> dict:
-        r = lib.get("/api/v1/images", params={"collection_name": MAIN, "page": n, "per_page": 3})
-        assert r.status_code == 200, r.text
-        return r.json()
+        return lib.api.images(page=n, per_page=3, collection=MAIN)
 
     pages = [page(n) for n in (1, 2, 3)]
     ids = [h["id"] for p in pages for h in p["results"]]
@@ -292,9 +281,7 @@ def test_listing_pages_are_stable_and_cover_every_image_once(lib):
 
 
 def test_info_has_all_metadata_and_every_path(lib):
-    r = lib.get(f"/api/v1/images/{lib.ids['beach.jpg']}/info")
-    assert r.status_code == 200, r.text
-    info = r.json()
+    info = lib.api.image_info(lib.ids["beach.jpg"])
     library = lib.root / "library"
     assert info["paths"] == [str(library / "2019" / "beach.jpg"), str(library / "copies" / "beach.jpg")]
     assert info["camera_make"] == "Canon"
@@ -315,19 +302,16 @@ def test_thumbnail_is_a_small_jpeg(lib):
 
 def test_thumbnail_is_remade_from_the_original_when_its_file_is_gone(lib):
     image_id = lib.ids["mountain.jpg"]
-    relative = lib.get(f"/api/v1/images/{image_id}/info").json()["thumbnail"]
+    relative = lib.api.image_info(image_id)["thumbnail"]
     (lib.data / "thumbs" / relative).unlink()
-    r = lib.get(f"/api/v1/images/{image_id}/thumbnail")
-    assert r.status_code == 200
-    with Image.open(io.BytesIO(r.content)) as thumb:
+    with Image.open(io.BytesIO(lib.api.thumbnail(image_id))) as thumb:
         assert thumb.format == "JPEG" and max(thumb.size) <= 256
 
 
 def test_image_of_a_browser_format_is_the_original_file(lib):
-    r = lib.get(f"/api/v1/images/{lib.ids['cat.png']}/image")
-    assert r.status_code == 200
-    assert r.headers["content-type"] == "image/png"
-    assert r.content == (lib.root / "library" / "2020" / "cat.png").read_bytes()
+    content, content_type = lib.api.image(lib.ids["cat.png"])
+    assert content_type == "image/png"
+    assert content == (lib.root / "library" / "2020" / "cat.png").read_bytes()
 
 
 @pytest.mark.parametrize("name", ["forest.dng", "lake.heic"])
@@ -359,8 +343,8 @@ def test_image_whose_files_are_gone_is_not_served(lib):
     from shoebox.devtools import photos
 
     photo = photos.write_jpeg(folder / "temporary.jpg", photos.synthetic_photo(128, 96, seed=99))
-    assert lib.api.ingest_and_wait(folder, "gone")["status"] == "completed"
-    [hit] = lib.get("/api/v1/images", params={"collection_name": "gone"}).json()["results"]
+    assert lib.api.ingest_and_follow(folder, "gone", **FOLLOW).status == "completed"
+    [hit] = lib.api.images(collection="gone")["results"]
     photo.unlink()
     r = lib.get(f"/api/v1/images/{hit['id']}/image")
     assert r.status_code == 404
@@ -368,9 +352,7 @@ def test_image_whose_files_are_gone_is_not_served(lib):
 
 
 def test_duplicates_report_one_content_under_two_paths(lib):
-    r = lib.get("/api/v1/duplicates", params={"collection_name": MAIN})
-    assert r.status_code == 200, r.text
-    body = r.json()
+    body = lib.api.duplicates(collection=MAIN)
     assert body["exact"] == [[lib.ids["beach.jpg"]]]
     assert len(body["exact_groups"][0]["paths"]) == 2
 
@@ -378,9 +360,7 @@ def test_duplicates_report_one_content_under_two_paths(lib):
 def test_duplicates_group_a_resized_copy_with_its_original(lib):
     # Random weights: only plumbing is tested here (a resize keeps the tiny model's vector close);
     # grouping itself is tested on controlled vectors in tests/ingest/test_search.py.
-    r = lib.get("/api/v1/duplicates", params={"collection_name": MAIN, "threshold": 0.98})
-    assert r.status_code == 200, r.text
-    groups = [set(g) for g in r.json()["near"]]
+    groups = [set(g) for g in lib.api.duplicates(threshold=0.98, collection=MAIN)["near"]]
     assert {lib.ids["city.jpg"], lib.ids["city_small.jpg"]} in groups or any(
         {lib.ids["city.jpg"], lib.ids["city_small.jpg"]} <= g for g in groups
     )

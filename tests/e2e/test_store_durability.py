@@ -14,8 +14,9 @@ import shutil
 import time
 from pathlib import Path
 
-from servers import IngestAPI, free_port, write_photos
+from servers import POLL_S, ShoeboxClient, free_port, write_photos
 from shoebox.ingest.catalog import Catalog
+from shoebox.protocol import Job
 from shoebox.store import point_id
 from shoebox.store.edge import EdgeStore
 
@@ -30,17 +31,17 @@ SLOW_INGEST = {
 }
 
 
-def _points_count(api: IngestAPI) -> int:
+def _points_count(api: ShoeboxClient) -> int:
     r = api.request("GET", f"/api/v1/collections/{COLLECTION}/info")
     return r.json()["points_count"] if r.status_code == 200 else 0
 
 
-def _wait_points(api: IngestAPI, job_id: str, at_least: int, timeout: float = 60.0) -> dict:
+def _wait_points(api: ShoeboxClient, job_id: str, at_least: int, timeout: float = 60.0) -> Job:
     """Wait until the store holds `at_least` points of the job's collection (the job still running)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = api.job(job_id)
-        if job["status"] not in ("pending", "running"):
+        if job.status.finished:
             return job
         if _points_count(api) >= at_least:
             return job
@@ -48,18 +49,18 @@ def _wait_points(api: IngestAPI, job_id: str, at_least: int, timeout: float = 60
     raise TimeoutError(f"the store never reached {at_least} points")
 
 
-def _wait_indexed(api: IngestAPI, timeout: float = 90.0) -> dict:
+def _wait_indexed(api: ShoeboxClient, timeout: float = 90.0) -> dict:
     """The collection's index once no build runs and every point is indexed (or the timeout)."""
     deadline = time.monotonic() + timeout
     while True:
-        index = api.info(COLLECTION)["index"]
+        index = api.collection_info(COLLECTION)["index"]
         if (not index["building"] and index["indexed"] == index["points"]) or time.monotonic() > deadline:
             return index
         time.sleep(0.1)
 
 
 def test_kill_9_while_storing_then_restart_leaves_catalog_and_store_in_agreement(
-    services, ml_service, photo_root: Path, tmp_path: Path
+    services, clients, ml_service, photo_root: Path, tmp_path: Path
 ) -> None:
     """SIGKILL of the ingestion service while its store stage upserts, then a restart on the same
     data dir: the job resumes and completes; the store holds one point per distinct content;
@@ -79,7 +80,7 @@ def test_kill_9_while_storing_then_restart_leaves_catalog_and_store_in_agreement
 
     data, port = tmp_path / "data", free_port()
     first = services("ingest", data, [ml_service.url], [photo_root], port=port, env=SLOW_INGEST)
-    api = IngestAPI(first.url)
+    api = clients(first.url)
 
     second = services("ingest", data, [ml_service.url], [photo_root], wait=False)
     assert second.proc.wait(60) != 0, "a second service ran on a data dir in use"
@@ -87,25 +88,25 @@ def test_kill_9_while_storing_then_restart_leaves_catalog_and_store_in_agreement
     assert "in use" in refusal and str(data) in refusal, refusal
     assert first.proc.poll() is None and api.request("GET", "/health").status_code == 200
 
-    job_id = api.ingest(photo_root, COLLECTION)
+    job_id = api.ingest(photo_root, COLLECTION)["job_id"]
     before = _wait_points(api, job_id, at_least=15)
-    assert before["status"] == "running", "the job ended before the kill: the test proves nothing"
+    assert before.status == "running", "the job ended before the kill: the test proves nothing"
     stored_at_kill = _points_count(api)
     first.kill9()
 
     restarted = services("ingest", data, [ml_service.url], [photo_root], port=port, env=SLOW_INGEST)
-    job = api.wait(job_id, timeout=120)
-    assert job["status"] == "completed", job["logs"][-5:]
-    assert job["total_files"] == job["processed_files"] == 92
-    assert job["failed"] == 0
-    assert any("resuming" in line for line in job["logs"])
-    assert api.info(COLLECTION)["points_count"] == 80
+    job = api.follow(job_id, poll_s=POLL_S, timeout=120, tolerate_unreachable=True)
+    assert job.status == "completed", job.logs[-5:]
+    assert job.total_files == job.processed_files == 92
+    assert job.failed == 0
+    assert any("resuming" in line for line in job.logs)
+    assert api.collection_info(COLLECTION)["points_count"] == 80
     index = _wait_indexed(api)
     assert index["indexed"] == index["points"] == 80 and index["error"] is None, index
     restarted.stop()  # a clean stop: the catalog and the store are closed, their locks released
     builds = restarted.tail_log(1_000_000).count(f"collection {COLLECTION!r} indexed in")
     print(
-        f"\nkilled with >= {stored_at_kill} points stored, {before['processed_files']} files recorded; "
+        f"\nkilled with >= {stored_at_kill} points stored, {before.processed_files} files recorded; "
         f"index builds after the restart: {builds}"
     )
     assert builds >= 1

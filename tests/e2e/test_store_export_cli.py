@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
@@ -198,7 +197,7 @@ def test_the_next_step_names_the_settings_of_the_server() -> None:
     assert "SHOEBOX_QDRANT_PREFIX=team_" in _export_next_step("http://q:6333", None, "team_", Path("/d"))
 
 
-def test_the_service_serves_the_exported_library(services, library: Path) -> None:
+def test_the_service_serves_the_exported_library(services, clients, library: Path) -> None:
     """Export, then the ingestion service on the same data dir answers from the exported points."""
     result = export("--to-local-path", str(library / "qdrant"), "--prefix", "", "--data-dir", str(library))
     assert result.returncode == 0, result.stderr
@@ -213,22 +212,15 @@ def test_the_service_serves_the_exported_library(services, library: Path) -> Non
 
     # No ML service: nothing below needs one (similar uses the stored vectors).
     proc = services("ingest", library, ["http://127.0.0.1:9"], [], env={"SHOEBOX_STORE": "local"})
-    health = httpx.get(proc.url + "/health", timeout=10).json()
-    assert health["vector_db"] == "qdrant-local"
+    api = clients(proc.url)
+    health = api.health(timeout=10)
+    assert health is not None and health["vector_db"] == "qdrant-local"
     assert health["vector_store"]["location"] == str(library / "qdrant")
-    assert httpx.get(proc.url + "/api/v1/collections", timeout=10).json() == ["photos", "scans"]
-    info = httpx.get(proc.url + "/api/v1/collections/photos/info", timeout=10).json()
+    assert api.collections() == ["photos", "scans"]
+    info = api.collection_info("photos")
     assert info["points_count"] == PHOTOS and info["embedding_dim"] == DIM
     assert info["model_name"] == "ViT-B-32__openai"
     for pid, want in expected.items():
-        r = httpx.get(
-            proc.url + f"/api/v1/images/{pid}/similar",
-            params={"collection_name": "photos", "limit": 10},
-            timeout=30,
-        )
-        assert r.status_code == 200, r.text
-        assert [h["id"] for h in r.json()["results"]] == want
-    page = httpx.get(
-        proc.url + "/api/v1/images", params={"collection_name": "scans", "per_page": 100}, timeout=30
-    ).json()
+        assert [h["id"] for h in api.similar(pid, limit=10, collection="photos")["results"]] == want
+    page = api.images(per_page=100, collection="scans")
     assert page["total"] == SCANS and len(page["results"]) == SCANS

@@ -5,13 +5,14 @@ In process, with the real catalog, Qdrant Edge store and decoders; the ML side i
 client of the fail-safe tests (an external boundary).
 """
 
+# ruff: noqa: F811  (`open_service` is the fail-safe tests' fixture, imported to share it)
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-import pytest
 import numpy as np
+import pytest
 from test_pipeline_failsafe import N_FILES, FakeML, _folder, _run, open_service  # noqa: F401
 
 from shoebox.devtools import photos
