@@ -1,32 +1,14 @@
-"""The `shoebox` command line: talks to the services over HTTP, or starts them itself.
-
-Every command speaks the HTTP API of the ingestion service at `SHOEBOX_URL` (with
-`SHOEBOX_API_KEY`). When nothing answers there and the URL is on this machine, the command
-starts both services itself on loopback with the embedded defaults and stops them at exit, so
-`shoebox ingest ~/Photos` works with nothing running. Tables go to stdout, `--json` prints
-the API's answer for scripts; progress, banners and errors go to stderr.
-"""
+"""The library commands: ingest, search, similar, duplicates, status, collections, prune, store export, model make-test."""
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, NoReturn
-from urllib.parse import urlsplit
+from typing import Any
 
 import typer
-from rich.console import Console
-from rich.panel import Panel
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -38,22 +20,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from shoebox.client import DEFAULT_URL, FINISHED, APIError, ShoeboxClient
-
-TEST_MODEL_PREFIX = "TEST-RANDOM-WEIGHTS"
-
-app = typer.Typer(
-    help="Shoebox: a searchable library from folders of photos.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-model_app = typer.Typer(help="Model folders (ONNX, Immich/OpenCLIP layout).", no_args_is_help=True)
-app.add_typer(model_app, name="model", rich_help_panel="Services")
-collections_app = typer.Typer(help="List, create, delete and select collections.")
-app.add_typer(collections_app, name="collections", rich_help_panel="Library")
-
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+from shoebox.cli.common import api_errors, app, collections_app, err, fail, model_app, out, print_json
+from shoebox.cli.render import _counts, _show_hits, print_job_summary
+from shoebox.cli.services import connect
+from shoebox.client import FINISHED, APIError, ShoeboxClient
 
 
 class TestModelSize(str, Enum):
@@ -89,228 +59,6 @@ def model_make_test(
     typer.secho(
         f"wrote a random-weight test model to {path} — search results with it are meaningless",
         fg=typer.colors.YELLOW,
-    )
-
-
-# ---------------------------------------------------------------- HTTP client
-
-
-@dataclass
-class CLIState:
-    url: str = DEFAULT_URL
-    api_key: str | None = None
-
-
-state = CLIState()
-
-
-@app.callback()
-def main(
-    url: str = typer.Option(DEFAULT_URL, envvar="SHOEBOX_URL", help="The ingestion service's URL."),
-    api_key: str | None = typer.Option(None, envvar="SHOEBOX_API_KEY", help="X-API-Key for the services."),
-) -> None:
-    """Shoebox: a searchable library from folders of photos."""
-    state.url = url
-    state.api_key = api_key or None
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def print_json(data: Any) -> None:
-    # Plain stdout, not rich: scripts parse it.
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
-
-
-@contextmanager
-def api_errors() -> Iterator[None]:
-    try:
-        yield
-    except APIError as exc:
-        fail(f"{exc.code}: {exc.message}")
-
-
-# ---------------------------------------------------------------- the model
-
-
-TEST_MODEL_BANNER = (
-    "[bold]RANDOM TEST MODEL — SEARCH RESULTS ARE MEANINGLESS[/]\n"
-    "No real CLIP model is available, so Shoebox runs a model with random weights: every stage of the "
-    "pipeline really runs, but the rankings are noise.\nFor real search set SHOEBOX_MODEL_DIR to a model "
-    "folder, or let Shoebox download ViT-B-32__openai once while online."
-)
-
-
-def print_test_model_banner() -> None:
-    err.print(Panel(TEST_MODEL_BANNER, title="WARNING", border_style="bold red", style="red"))
-
-
-def test_model_dir() -> Path:
-    from shoebox.settings_common import default_cache_dir
-
-    return default_cache_dir() / "test-model"
-
-
-def is_test_model_dir(model_dir: Path) -> bool:
-    return (model_dir / "SHOEBOX_TEST_MODEL").is_file()
-
-
-def ensure_test_model() -> Path:
-    """The random-weight tiny model under ~/.cache/shoebox/test-model, built once."""
-    from shoebox.ml.models.download import is_complete
-
-    target = test_model_dir()
-    if is_test_model_dir(target) and is_complete(target):
-        return target
-    try:
-        from shoebox.ml.models.onnx_testmodel import build_onnx_test_model
-    except ImportError as exc:
-        fail(f"cannot build the fallback test model ({exc}); install shoebox\\[ml] or set SHOEBOX_MODEL_DIR")
-    with err.status("building the random test model (once)…"):
-        return build_onnx_test_model("tiny", target)
-
-
-def prepare_model() -> dict[str, str]:
-    """Environment that points the ML service at a usable model: the real one, else the test model.
-
-    Resolved here, before the service starts, so that a missing model is one clear line and a
-    fallback, not a service that dies at start-up.
-    """
-    from shoebox.ml.config import MLSettings
-    from shoebox.ml.models.download import resolve_model_dir
-
-    try:
-        model_dir = resolve_model_dir(MLSettings())
-    except Exception as exc:  # offline, a failed download, a bad SHOEBOX_MODEL_DIR: all mean no real model
-        reason = " ".join(str(getattr(exc, "message", exc)).split()) or type(exc).__name__
-        err.print(
-            f"[yellow]No real CLIP model ({reason}); falling back to a random test model.[/]", highlight=False
-        )
-        model_dir = ensure_test_model()
-    if is_test_model_dir(model_dir):
-        print_test_model_banner()
-    return {"SHOEBOX_MODEL_DIR": str(model_dir)}
-
-
-def warn_if_test_model(hits: list[dict[str, Any]]) -> None:
-    if any(str((h.get("payload") or {}).get("model_name", "")).startswith(TEST_MODEL_PREFIX) for h in hits):
-        print_test_model_banner()
-
-
-# ---------------------------------------------------------------- local services
-
-
-@dataclass
-class LocalServices:
-    url: str
-    ml_url: str
-    data_dir: Path
-    log_dir: Path
-    model_dir: Path
-    processes: list[Any] = field(default_factory=list)
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _is_loopback(url: str) -> bool:
-    return (urlsplit(url).hostname or "") in {"127.0.0.1", "localhost", "::1"}
-
-
-@contextmanager
-def local_services(
-    *,
-    port: int | None = None,
-    ml_port: int | None = None,
-    allow: list[Path] | None = None,
-    data_dir: Path | None = None,
-) -> Iterator[LocalServices]:
-    """Both services as child processes on loopback, healthy on entry, stopped on exit."""
-    from shoebox.ingest.config import IngestSettings
-    from shoebox.launcher import free_port, start_service
-
-    model_env = prepare_model()
-    settings = IngestSettings()
-    data_dir = data_dir or settings.data_dir
-    log_dir = data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    roots = [str(p) for p in settings.ingest_roots] + [str(p) for p in (allow or [])]
-    api_key = state.api_key or settings.api_key
-    port = port if port and _port_free(port) else free_port()
-    ml_port = ml_port if ml_port and _port_free(ml_port) else free_port()
-
-    ml_env = {**model_env}
-    ingest_env = {
-        "SHOEBOX_DATA_DIR": str(data_dir),
-        "SHOEBOX_ML_URL": f"http://127.0.0.1:{ml_port}",
-        "SHOEBOX_ML_URLS": "",
-        "SHOEBOX_INGEST_ROOTS": json.dumps(roots),
-    }
-    if api_key:
-        ml_env["SHOEBOX_API_KEY"] = ingest_env["SHOEBOX_API_KEY"] = ingest_env["SHOEBOX_ML_API_KEY"] = api_key
-    services = LocalServices(
-        url=f"http://127.0.0.1:{port}",
-        ml_url=f"http://127.0.0.1:{ml_port}",
-        data_dir=data_dir,
-        log_dir=log_dir,
-        model_dir=Path(model_env["SHOEBOX_MODEL_DIR"]),
-    )
-    try:
-        with err.status("starting the ML and ingestion services…"):
-            ml = start_service("ml", port=ml_port, env=ml_env, log_path=log_dir / "ml.log")
-            services.processes.append(ml)
-            ingest = start_service("ingest", port=port, env=ingest_env, log_path=log_dir / "ingest.log")
-            services.processes.append(ingest)
-            try:
-                ml.wait_healthy(timeout=600, require="model_loaded")
-                ingest.wait_healthy(timeout=120)
-            except (RuntimeError, TimeoutError) as exc:
-                fail(f"{exc}\n(logs in {log_dir})")
-        yield services
-    finally:
-        for process in reversed(services.processes):
-            process.stop()
-
-
-@contextmanager
-def connect(allow: list[Path] | None = None) -> Iterator[ShoeboxClient]:
-    """The API at SHOEBOX_URL, or — when nothing answers there on this machine — services of our own."""
-    api = ShoeboxClient(state.url, state.api_key)
-    try:
-        if api.health() is not None:
-            yield api
-            return
-    finally:
-        api.close()
-    if not _is_loopback(state.url):
-        fail(f"no Shoebox service answers at {state.url}")
-    err.print(f"No Shoebox service at {state.url}: starting one for this command (stopped at exit).")
-    with local_services(port=urlsplit(state.url).port, allow=allow) as services:
-        own = ShoeboxClient(services.url, state.api_key)
-        try:
-            yield own
-        finally:
-            own.close()
-
-
-# ---------------------------------------------------------------- ingest
-
-
-def _counts(job: dict[str, Any]) -> str:
-    return (
-        f"[green]{job.get('indexed', 0)} indexed[/] · {job.get('cached', 0)} cached · "
-        f"{job.get('unchanged', 0)} unchanged · [red]{job.get('failed', 0)} failed[/]"
     )
 
 
@@ -358,42 +106,6 @@ def follow_job(api: ShoeboxClient, job_id: str, *, show_progress: bool) -> dict[
         raise typer.Exit(130) from None
 
 
-def print_job_summary(job: dict[str, Any], elapsed: float | None = None) -> None:
-    table = Table(title=f"job {job['job_id']}", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    status_style = {"completed": "green", "completed_with_errors": "yellow"}.get(job["status"], "red")
-    table.add_row("status", f"[{status_style}]{job['status']}[/]")
-    table.add_row("collection", job.get("collection_name", ""))
-    table.add_row("folder", job.get("directory_path", ""))
-    for key in ("total_files", "indexed", "cached", "unchanged", "failed"):
-        table.add_row(key.replace("_", " "), str(job.get(key, 0)))
-    if job.get("offline"):
-        table.add_row("offline", f"[yellow]{job['offline']}[/]")
-    if elapsed:
-        table.add_row("time", f"{elapsed:.1f} s ({job.get('processed_files', 0) / elapsed:.1f} files/s)")
-    out.print(table)
-    for warning in job.get("warnings") or []:
-        err.print(f"[yellow]warning {warning.get('code')}: {warning.get('message')}[/]")
-    print_errors_by_code(job.get("errors") or [])
-
-
-def print_errors_by_code(errors: list[dict[str, Any]]) -> None:
-    if not errors:
-        return
-    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for error in errors:
-        grouped[error.get("code", "?")].append(error)
-    table = Table(title="errors by code", title_justify="left")
-    table.add_column("code", style="red")
-    table.add_column("files", justify="right")
-    table.add_column("examples")
-    for code, items in sorted(grouped.items(), key=lambda kv: -len(kv[1])):
-        examples = "\n".join(f"{Path(e['file']).name}: {e.get('message', '')}" for e in items[:3])
-        table.add_row(code, str(len(items)), examples)
-    out.print(table)
-
-
 def run_ingest(
     api: ShoeboxClient, directory: Path, collection: str | None, *, show_progress: bool
 ) -> dict[str, Any]:
@@ -434,38 +146,6 @@ def ingest(
         print_job_summary(job, time.monotonic() - started)
     if job["status"] != "completed" or job.get("failed", 0):
         raise typer.Exit(1)
-
-
-# ---------------------------------------------------------------- search
-
-
-def _hit_rows(hits: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("file")
-    table.add_column("taken")
-    table.add_column("camera")
-    table.add_column("path", overflow="fold")
-    table.add_column("id", style="dim")
-    for rank, hit in enumerate(hits, 1):
-        payload = hit.get("payload") or {}
-        make, model = payload.get("camera_make") or "", payload.get("camera_model") or ""
-        # Many cameras repeat the make in the model ("Canon" + "Canon EOS R5").
-        camera = (
-            model if make and model.lower().startswith(make.split()[0].lower()) else f"{make} {model}".strip()
-        )
-        score = hit.get("score")
-        table.add_row(
-            str(rank),
-            f"{score:.3f}" if isinstance(score, (int, float)) else "",
-            hit.get("filename", ""),
-            (payload.get("taken_at") or "")[:19],
-            camera,
-            hit.get("path", ""),
-            hit.get("id", "")[:8],
-        )
-    return table
 
 
 def build_filters(
@@ -534,15 +214,6 @@ def search(
     _show_hits(answer, f"“{query}”", json_out)
 
 
-def _show_hits(answer: dict[str, Any], title: str, json_out: bool) -> None:
-    hits = answer["results"]
-    warn_if_test_model(hits)
-    if json_out:
-        print_json(answer)
-    else:
-        out.print(_hit_rows(hits, f"{title} — {len(hits)} results"))
-
-
 @app.command(rich_help_panel="Library")
 def similar(
     target: str = typer.Argument(..., help="A photo file to upload (any format, RAW too), or an image id."),
@@ -601,9 +272,6 @@ def duplicates(
     for number, group in enumerate(answer.get("near_groups") or [], 1):
         near.add_row(str(number), "\n".join(h.get("path", h.get("id", "")) for h in group))
     out.print(near)
-
-
-# ---------------------------------------------------------------- status and collections
 
 
 @app.command(rich_help_panel="Services")
@@ -773,12 +441,11 @@ def prune(
         )
 
 
-# ---------------------------------------------------------------- the vector store
-
-
 store_app = typer.Typer(
     help="The vector store of a data dir: move a library to a Qdrant server.", no_args_is_help=True
 )
+
+
 app.add_typer(store_app, name="store", rich_help_panel="Library")
 
 
@@ -951,173 +618,3 @@ def store_export(
                 highlight=False,
             )
     out.print(f"Next: {next_step}", highlight=False)
-
-
-# ---------------------------------------------------------------- up and demo
-
-
-def _ui_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("streamlit") is not None
-
-
-@app.command(rich_help_panel="Services")
-def up(
-    ui: bool = typer.Option(False, "--ui", help="Also start the admin UI (needs shoebox[ui])."),
-    allow: list[Path] | None = typer.Option(
-        None, "--allow", help="A folder clients may ingest (repeatable)."
-    ),
-    ml_port: int = typer.Option(8001, help="Port of the ML service."),
-    ui_port: int = typer.Option(8501, help="Port of the admin UI."),
-) -> None:
-    """Start both services on loopback and keep them running until Ctrl-C."""
-    api = ShoeboxClient(state.url, state.api_key)
-    already = api.health()
-    api.close()
-    if already is not None:
-        out.print(f"Shoebox is already running at [bold]{state.url}[/]")
-        return
-    if not _is_loopback(state.url):
-        fail(f"`shoebox up` starts services on this machine; SHOEBOX_URL={state.url} is not loopback", 2)
-    roots = [p.expanduser().resolve() for p in allow or []]
-    # Ctrl-C — even when started from a shell that ignores SIGINT in background jobs — and SIGTERM
-    # (systemd, docker stop) both end the services cleanly.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
-    ui_process = None
-    try:
-        with local_services(port=urlsplit(state.url).port or 8002, ml_port=ml_port, allow=roots) as services:
-            table = Table(title="Shoebox is up", show_header=False, title_justify="left")
-            table.add_column(style="bold")
-            table.add_column()
-            table.add_row("API", services.url)
-            table.add_row("API docs", services.url + "/docs")
-            table.add_row("ML service", services.ml_url)
-            table.add_row("data", str(services.data_dir))
-            table.add_row("logs", str(services.log_dir))
-            if roots:
-                table.add_row("ingest roots", "\n".join(map(str, roots)))
-            if ui:
-                ui_process = _start_admin_ui(services.url, ui_port, services.log_dir, services.ml_url)
-                if ui_process is not None:
-                    table.add_row("admin UI", f"http://127.0.0.1:{ui_port}")
-            out.print(table)
-            if services.url != state.url:
-                out.print(f"[yellow]port taken: export SHOEBOX_URL={services.url}[/]")
-            out.print("Press Ctrl-C to stop.")
-            sys.stdout.flush()  # a pipe or a service log sees the URLs now, not at exit
-            while True:
-                for process in services.processes:
-                    if process.proc.poll() is not None:
-                        fail(
-                            f"the {process.kind} service stopped (exit {process.proc.returncode}); see {services.log_dir}"
-                        )
-                time.sleep(0.5)
-    except KeyboardInterrupt:
-        err.print("stopping…")
-    finally:
-        if ui_process is not None and ui_process.poll() is None:
-            ui_process.terminate()
-            ui_process.wait(10)
-    err.print("stopped.")
-
-
-def _interrupt(*_: Any) -> NoReturn:
-    raise KeyboardInterrupt
-
-
-def _start_admin_ui(url: str, port: int, log_dir: Path, ml_url: str | None = None) -> Any:
-    from shoebox.admin import launch
-
-    if not _ui_available():
-        err.print(
-            "[yellow]the admin UI is not available in this install (needs shoebox\\[ui]); skipping it[/]"
-        )
-        return None
-    log = open(log_dir / "admin.log", "ab")  # noqa: SIM115 - lives with the child
-    return launch(url, state.api_key, port, ml_url=ml_url, stdout=log, stderr=subprocess.STDOUT)
-
-
-@app.command(rich_help_panel="Services")
-def ui(
-    port: int = typer.Option(8501, help="Port of the admin UI."),
-    ml_url: str = typer.Option(
-        "http://127.0.0.1:8001", envvar="SHOEBOX_ML_URL", help="The ML service (shown on the Services page)."
-    ),
-) -> None:
-    """Start the admin UI alone against SHOEBOX_URL, until Ctrl-C."""
-    from shoebox.admin import launch
-
-    if not _ui_available():
-        fail("the admin UI needs the `ui` extra: pip install 'shoebox[ui]'", 2)
-    process = launch(state.url, state.api_key, port, ml_url=ml_url)
-    out.print(f"admin UI: [bold]http://127.0.0.1:{port}[/] (against {state.url}); Ctrl-C to stop")
-    sys.stdout.flush()
-    try:
-        process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        process.wait(10)
-
-
-DEMO_QUERIES = ["a beach at sunset", "a city street at night", "a forest with a lake"]
-
-
-@app.command(rich_help_panel="Start here")
-def demo(
-    directory: Path | None = typer.Argument(
-        None, help="Your own folder; default: a generated sample folder."
-    ),
-    queries: list[str] | None = typer.Option(None, "--query", "-q", help="Search text (repeatable)."),
-    limit: int = typer.Option(5, "--limit", "-n", min=1, max=100),
-) -> None:
-    """The whole job in one command: services up, a folder ingested, searches run, results printed."""
-    from shoebox.ingest.config import IngestSettings
-    from shoebox.settings_common import default_cache_dir
-
-    if directory is None:
-        from shoebox.samples import write_sample_library
-
-        directory = default_cache_dir() / "demo-photos"
-        with err.status("writing a sample folder of photos…"):
-            files = write_sample_library(directory)
-        err.print(f"sample folder: {directory} ({len(files)} files)")
-    directory = directory.expanduser().resolve()
-    if not directory.is_dir():
-        fail(f"not a folder: {directory}", 2)
-    # Its own data dir: the demo must not lock or mix with a library that `shoebox up` serves.
-    data_dir = IngestSettings().data_dir / "demo"
-    with api_errors(), local_services(allow=[directory], data_dir=data_dir) as services:
-        api = ShoeboxClient(services.url, state.api_key)
-        out.rule("ingest")
-        started = time.monotonic()
-        job = run_ingest(api, directory, "demo", show_progress=True)
-        print_job_summary(job, time.monotonic() - started)
-        for query in queries or DEMO_QUERIES:
-            out.rule(f"search: {query}")
-            answer = api.post(
-                "/api/v1/search/text", json={"query": query, "limit": limit, "collection_name": "demo"}
-            )
-            out.print(_hit_rows(answer["results"], f"“{query}”"))
-        dupes = api.get("/api/v1/duplicates", params={"collection_name": "demo"})
-        out.rule("duplicates")
-        out.print(
-            f"{len(dupes['exact'])} photo(s) stored under several paths, {len(dupes['near'])} near-duplicate group(s)"
-        )
-        for group in dupes.get("exact_groups", []):
-            out.print("  same bytes: " + ", ".join(group["paths"]), highlight=False)
-        for hits in dupes.get("near_groups", []):
-            out.print("  look alike: " + ", ".join(h["path"] for h in hits), highlight=False)
-        api.close()
-        test_model = is_test_model_dir(services.model_dir)
-    if test_model:
-        print_test_model_banner()
-    out.print(
-        f"\nDone. The demo library lives in {data_dir}. For your own library: "
-        '[bold]shoebox up --allow ~/Pictures[/] then [bold]shoebox ingest ~/Pictures[/] and [bold]shoebox search "…"[/].'
-    )
-
-
-if __name__ == "__main__":
-    app()
