@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,3 +259,45 @@ def test_up_serves_until_interrupted_then_stops_both_services(tiny_model_dir, tm
     for url in (f"http://127.0.0.1:{port}/health", f"http://127.0.0.1:{ml_port}/health"):
         with pytest.raises(httpx.TransportError):
             httpx.get(url, timeout=2)
+
+
+def test_up_with_ui_starts_the_admin_ui_prints_its_url_and_stops_it(tiny_model_dir, tmp_path):
+    pytest.importorskip("streamlit")
+    port, ml_port, ui_port = free_port(), free_port(), free_port()
+    env = _clean_env(
+        SHOEBOX_URL=f"http://127.0.0.1:{port}",
+        SHOEBOX_MODEL_DIR=str(tiny_model_dir),
+        SHOEBOX_DATA_DIR=str(tmp_path / "data"),
+        SHOEBOX_SAFE_CLIP_BATCH="8",
+        SHOEBOX_PROBE_CACHE_DIR=str(tmp_path / "probe"),
+    )
+    up = subprocess.Popen(
+        [sys.executable, "-m", "shoebox.cli", "up", "--ui", "--ml-port", str(ml_port), "--ui-port", str(ui_port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    printed: list[str] = []
+    ui = f"http://127.0.0.1:{ui_port}"
+    try:
+        for line in up.stdout:
+            printed.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        assert ui in "".join(printed)
+        deadline = time.monotonic() + 60
+        while True:  # Streamlit takes a moment after `up` has printed its table
+            try:
+                if httpx.get(ui + "/_stcore/health", timeout=2).text.strip() == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the admin UI did not answer"
+            time.sleep(0.3)
+        up.send_signal(signal.SIGINT)
+        _, stderr = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 0, stderr
+    with pytest.raises(httpx.TransportError):
+        httpx.get(ui + "/_stcore/health", timeout=2)
