@@ -225,8 +225,8 @@ def test_demo_runs_the_main_job_with_the_test_model_fallback(tmp_path):
     assert "same bytes:" in result.stdout and "IMG_0412.jpg" in result.stdout  # the sample's exact copy
 
 
-def test_up_serves_until_interrupted_then_stops_both_services(tiny_model_dir, tmp_path):
-    port, ml_port = free_port(), free_port()
+def _start_up(tiny_model_dir: Path, tmp_path: Path, port: int, *args: str) -> tuple[subprocess.Popen, list[str]]:
+    """`shoebox up ARGS` on loopback with the tiny model, read until it says it serves: (process, lines)."""
     env = _clean_env(
         SHOEBOX_URL=f"http://127.0.0.1:{port}",
         SHOEBOX_MODEL_DIR=str(tiny_model_dir),
@@ -235,16 +235,22 @@ def test_up_serves_until_interrupted_then_stops_both_services(tiny_model_dir, tm
         SHOEBOX_PROBE_CACHE_DIR=str(tmp_path / "probe"),
     )
     up = subprocess.Popen(
-        [sys.executable, "-m", "shoebox.cli", "up", "--ml-port", str(ml_port)],
+        [sys.executable, "-m", "shoebox.cli", "up", *args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     printed: list[str] = []
+    # `up` prints its URLs once both services are healthy, then serves until interrupted.
+    for line in up.stdout:
+        printed.append(line)
+        if "Press Ctrl-C" in line:
+            break
+    return up, printed
+
+
+def test_up_serves_until_interrupted_then_stops_both_services(tiny_model_dir, tmp_path):
+    port, ml_port = free_port(), free_port()
+    up, printed = _start_up(tiny_model_dir, tmp_path, port, "--ml-port", str(ml_port))
     try:
-        # `up` prints its URLs once both services are healthy, then serves until interrupted.
-        for line in up.stdout:
-            printed.append(line)
-            if "Press Ctrl-C" in line:
-                break
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
         assert httpx.get(f"http://127.0.0.1:{ml_port}/health", timeout=2).json()["model_loaded"] is True
         up.send_signal(signal.SIGINT)
@@ -264,24 +270,11 @@ def test_up_serves_until_interrupted_then_stops_both_services(tiny_model_dir, tm
 def test_up_with_ui_starts_the_admin_ui_prints_its_url_and_stops_it(tiny_model_dir, tmp_path):
     pytest.importorskip("streamlit")
     port, ml_port, ui_port = free_port(), free_port(), free_port()
-    env = _clean_env(
-        SHOEBOX_URL=f"http://127.0.0.1:{port}",
-        SHOEBOX_MODEL_DIR=str(tiny_model_dir),
-        SHOEBOX_DATA_DIR=str(tmp_path / "data"),
-        SHOEBOX_SAFE_CLIP_BATCH="8",
-        SHOEBOX_PROBE_CACHE_DIR=str(tmp_path / "probe"),
-    )
-    up = subprocess.Popen(
-        [sys.executable, "-m", "shoebox.cli", "up", "--ui", "--ml-port", str(ml_port), "--ui-port", str(ui_port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    printed: list[str] = []
     ui = f"http://127.0.0.1:{ui_port}"
+    up, printed = _start_up(
+        tiny_model_dir, tmp_path, port, "--ui", "--ml-port", str(ml_port), "--ui-port", str(ui_port)
+    )
     try:
-        for line in up.stdout:
-            printed.append(line)
-            if "Press Ctrl-C" in line:
-                break
         assert ui in "".join(printed)
         deadline = time.monotonic() + 60
         while True:  # Streamlit takes a moment after `up` has printed its table

@@ -200,8 +200,8 @@ class VectorStore(abc.ABC):
     ) -> dict[str, StoredPoint]:
         """Existing points by content hash; missing ones are simply absent from the answer."""
         ids = {point_id(s): s for s in sha256s}
-        if not ids or not self.collection_exists(name):
-            return {}
+        if not ids:
+            return {}  # (`get` answers nothing for a missing collection: no extra call for that)
         found: dict[str, StoredPoint] = {}
         for rec in self.get(name, list(ids), with_vectors=with_vectors):
             sha = ids.get(rec.id)

@@ -14,6 +14,8 @@ import time
 def main(argv: list[str]) -> int:
     import qdrant_edge as qe
 
+    from shoebox.store.edge import shard_config
+
     parser = argparse.ArgumentParser(prog="python -m shoebox.store.build_index")
     parser.add_argument("shard_dir")
     parser.add_argument("--dim", type=int, required=True)
@@ -21,11 +23,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ef-construct", type=int, default=100)
     args = parser.parse_args(argv)
     started = time.monotonic()
-    config = qe.EdgeConfig(
-        vectors=qe.EdgeVectorParams(size=args.dim, distance=qe.Distance.Dot),
-        hnsw_config=qe.HnswIndexConfig(m=args.m, ef_construct=args.ef_construct, full_scan_threshold=10_000),
-        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
-    )
+    config = shard_config(args.dim, args.m, args.ef_construct)
     shard = qe.EdgeShard.load(args.shard_dir, config)
     try:
         shard.optimize()

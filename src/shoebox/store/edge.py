@@ -115,6 +115,16 @@ def to_filter(where: Where | None) -> qe.Filter | None:
     return qe.Filter(must=must)
 
 
+def shard_config(dim: int, m: int, ef_construct: int) -> qe.EdgeConfig:
+    """The config of every Shoebox shard: created with it, and loaded with it for an index build."""
+    return qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Dot),
+        hnsw_config=qe.HnswIndexConfig(m=m, ef_construct=ef_construct, full_scan_threshold=10_000),
+        # optimize() indexes every segment it is asked to: when to ask is decided here.
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
+    )
+
+
 def _vector(value: Any) -> list[float] | None:
     if isinstance(value, dict):
         value = value.get("")
@@ -186,7 +196,9 @@ class _Journal:
 
 
 class _Collection:
-    def __init__(self, name: str, root: Path, version: str, shard: qe.EdgeShard) -> None:
+    def __init__(
+        self, name: str, root: Path, version: str, shard: qe.EdgeShard, dim: int | None = None
+    ) -> None:
         self.name = name
         self.root = root
         self.version = version
@@ -197,7 +209,7 @@ class _Collection:
         self.building = False
         self.last_build_s: float | None = None
         self.error: str | None = None
-        self.dim = _dim_of(root / version)
+        self.dim = dim if dim is not None else _dim_of(root / version)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[qe.EdgeShard]:
@@ -345,14 +357,7 @@ class EdgeStore(VectorStore):
                 shutil.rmtree(root)
             root.mkdir(parents=True)
             try:
-                config = qe.EdgeConfig(
-                    vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Dot),
-                    hnsw_config=qe.HnswIndexConfig(
-                        m=self.params.m, ef_construct=self.params.ef_construct, full_scan_threshold=10_000
-                    ),
-                    # optimize() indexes every segment it is asked to: when is decided here.
-                    optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
-                )
+                config = shard_config(dim, self.params.m, self.params.ef_construct)
                 shard = qe.EdgeShard.create(str(root / "v1"), config)
                 for field_name, schema in PAYLOAD_INDEXES.items():
                     shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA[schema]))
@@ -361,9 +366,7 @@ class EdgeStore(VectorStore):
             except Exception as exc:
                 shutil.rmtree(root, ignore_errors=True)
                 raise vector_db_error(exc) from exc
-            coll = _Collection(name, root, "v1", shard)
-            coll.dim = dim
-            self._collections[name] = coll
+            self._collections[name] = _Collection(name, root, "v1", shard, dim)
 
     def collection_dim(self, name: str) -> int | None:
         coll = self._get(name)
