@@ -254,6 +254,35 @@ class ShoeboxClient:
         # The name is only a hint for the format; the service never writes it anywhere.
         return self.post("/api/v1/search/image", data=data, files={"file": (filename, image)})
 
+    def search_query(
+        self,
+        terms: list[dict[str, Any]],
+        *,
+        uploads: list[tuple[str, bytes]] | None = None,
+        limit: int = 20,
+        offset: int = 0,
+        filters: dict[str, Any] | None = None,
+        score_threshold: float | None = None,
+        sort: str = "relevance",
+        top_k: int | None = None,
+        collection: str | None = None,
+    ) -> dict[str, Any]:
+        """A combined query: `terms` like `{"text": "beach"}`, `{"image_id": id, "weight": -1}` or
+        `{"image_upload": i}` (the i-th of `uploads`, as `(filename, bytes)`); see POST /api/v1/search/query."""
+        body: dict[str, Any] = {"terms": terms, "limit": limit, "offset": offset, "sort": sort}
+        for key, value in (
+            ("filters", filters),
+            ("score_threshold", score_threshold),
+            ("top_k", top_k),
+            ("collection_name", collection),
+        ):
+            if value is not None:
+                body[key] = value
+        if not uploads:
+            return self.post("/api/v1/search/query", json=body)
+        files = [("files", (name, data)) for name, data in uploads]
+        return self.post("/api/v1/search/query", data={"query": json.dumps(body)}, files=files)
+
     def similar(
         self, image_id: str, *, limit: int = 20, offset: int = 0, collection: str | None = None
     ) -> dict[str, Any]:
@@ -266,13 +295,29 @@ class ShoeboxClient:
         """The query-embedding cache's counters: `{"entries", "hits", "misses"}`."""
         return self.get("/api/v1/search/cache")
 
-    def duplicates(self, *, threshold: float | None = None, collection: str | None = None) -> dict[str, Any]:
+    def duplicates(
+        self,
+        *,
+        threshold: float | None = None,
+        phash_distance: int | None = None,
+        burst_seconds: float | None = None,
+        burst_threshold: float | None = None,
+        collection: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Duplicates in tiers (exact, same_picture, near, bursts); a whole-library scan, so no
+        timeout by default."""
         params: dict[str, Any] = {}
-        if threshold is not None:
-            params["threshold"] = threshold
-        if collection:
-            params["collection_name"] = collection
-        return self.get("/api/v1/duplicates", params=params)
+        for key, value in (
+            ("threshold", threshold),
+            ("phash_distance", phash_distance),
+            ("burst_seconds", burst_seconds),
+            ("burst_threshold", burst_threshold),
+            ("collection_name", collection),
+        ):
+            if value is not None:
+                params[key] = value
+        return self.get("/api/v1/duplicates", params=params, timeout=timeout)
 
     def images(self, *, page: int = 1, per_page: int = 50, collection: str | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"page": page, "per_page": per_page}

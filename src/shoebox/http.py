@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shoebox.protocol import ErrorCode, ShoeboxError
@@ -39,16 +42,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()
-        ]
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         message = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
         return error_response(ShoeboxError(ErrorCode.VALIDATION, message, errors=errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _STATUS_CODES.get(exc.status_code, ErrorCode.INTERNAL if exc.status_code >= 500 else ErrorCode.VALIDATION)
+        code = _STATUS_CODES.get(
+            exc.status_code, ErrorCode.INTERNAL if exc.status_code >= 500 else ErrorCode.VALIDATION
+        )
         err = ShoeboxError(code, str(exc.detail), status=exc.status_code)
         if exc.headers:
             err.headers = dict(exc.headers)
@@ -81,3 +84,21 @@ def install_api_key(app: FastAPI, api_key: str | None) -> None:
     """When a key is set, every /api/v1 route needs `X-API-Key` (constant-time compare); /health stays open."""
     if api_key:
         app.add_middleware(APIKeyMiddleware, api_key=api_key)
+
+
+def add_openapi_schemas(app: FastAPI, models: list[type[BaseModel]]) -> None:
+    """List models in the OpenAPI components that routes reading their own body refer to by name
+    (a route taking JSON or multipart cannot declare its body as a parameter)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            _, defs = models_json_schema(
+                [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

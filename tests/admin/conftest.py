@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -22,9 +23,24 @@ class Live:
     ml: ServiceProcess
     ingest: ServiceProcess
     root: Path  # the allowed ingest root
-    trip: Path  # root/trip: the folder the tests ingest (6 photos and an exact copy)
+    trip: Path  # root/trip: the folder the tests ingest (6 photos, an exact copy, a resized copy)
     bad: Path  # root/bad: one good photo, one corrupt
     copy: Path  # an exact copy of trip/img_0000.jpg, below trip
+    resized: Path  # trip/img_0004.jpg at half size, re-encoded: the same picture, other bytes
+    dated: list[Path]  # the trip photos with an EXIF date, oldest first (the others have none)
+    burst: list[Path]  # trip/img_0003.jpg and img_0005.jpg: one camera, one second apart
+
+
+# EXIF of four trip photos: dates in an order unlike their names' (so a date sort shows), and
+# two shots by one camera a second apart: a burst (the random-weight model finds every synthetic
+# photo alike, cosine > 0.95, so they are near-duplicates as well).
+CAMERA = {"camera_make": "Canon", "camera_model": "EOS R5"}
+EXIF = {
+    1: {"taken_at": "2021:06:01 10:20:30"},
+    2: {"taken_at": "2019:03:10 08:00:00"},
+    3: {"taken_at": "2020:12:25 18:30:00", **CAMERA},
+    5: {"taken_at": "2020:12:25 18:30:01", **CAMERA},
+}
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +49,14 @@ def live(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     root = base / "photos"
     trip = root / "trip"
     photos = write_photos(trip, 6, seed=100)
+    for i, exif in EXIF.items():  # the same pictures, now with a date taken (and a camera)
+        photos_mod.write_jpeg(photos[i], photos_mod.synthetic_photo(320, 240, seed=100 + i), exif=exif)
+    dated = [photos[i] for i in sorted(EXIF, key=lambda i: EXIF[i]["taken_at"])]
+    (trip / "resized").mkdir()
+    resized = trip / "resized" / "img_0004_small.jpg"
+    with Image.open(photos[4]) as img:
+        half = img.resize((img.width // 2, img.height // 2), Image.Resampling.LANCZOS)
+    photos_mod.write_jpeg(resized, half, quality=70)
     (trip / "copies").mkdir()
     copy = trip / "copies" / "img_0000_copy.jpg"
     shutil.copyfile(photos[0], copy)
@@ -46,7 +70,17 @@ def live(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     except BaseException:
         ml.stop()
         raise
-    yield Live(ml=ml, ingest=ingest, root=root, trip=trip, bad=root / "bad", copy=copy)
+    yield Live(
+        ml=ml,
+        ingest=ingest,
+        root=root,
+        trip=trip,
+        bad=root / "bad",
+        copy=copy,
+        resized=resized,
+        dated=dated,
+        burst=[photos[3], photos[5]],
+    )
     ingest.stop()
     ml.stop()
 

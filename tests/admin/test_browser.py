@@ -89,8 +89,8 @@ def test_browser_ingest_search_thumbnails(ui: str, ui_env) -> None:
             page.screenshot(path=str(SHOTS / "2-ingest.png"), full_page=True)
             with httpx.Client(base_url=ui_env.ingest.url) as api:
                 assert (
-                    api.get("/api/v1/collections/browser/info").json()["points_count"] == 7
-                )  # trip (6 distinct) and bad/fine.jpg
+                    api.get("/api/v1/collections/browser/info").json()["points_count"] == 8
+                )  # trip (7 distinct: an exact copy, a resized one) and bad/fine.jpg
 
             sidebar.get_by_text("Search", exact=True).click()
             page.get_by_label("Describe the photo").fill("a photo")
@@ -109,7 +109,8 @@ def test_browser_ingest_search_thumbnails(ui: str, ui_env) -> None:
             page.locator('input[type="file"]').set_input_files(str(ui_env.trip / "img_0001.jpg"))
             page.get_by_text("img_0001.jpg").first.wait_for()  # the uploader shows the file
             page.get_by_role("button", name="Search").click()
-            page.get_by_text("Like the uploaded photo img_0001.jpg").wait_for()
+            # The description still in its box and the photo make one combined query.
+            page.get_by_text("Text: “a photo” · Like the uploaded photo img_0001.jpg").wait_for()
             page.get_by_role("button", name="Details").first.click()
             page.get_by_text("Photo details").wait_for()
             page.get_by_text("Near duplicates").wait_for()
@@ -117,6 +118,8 @@ def test_browser_ingest_search_thumbnails(ui: str, ui_env) -> None:
 
             sidebar.get_by_text("Duplicates", exact=True).click()
             page.get_by_text("Exact copies (1 group(s))").wait_for()
+            page.get_by_text("Same picture (1 group(s))").wait_for()
+            page.get_by_text("✅ KEEP").first.wait_for()
             page.screenshot(path=str(SHOTS / "5-duplicates.png"), full_page=True)
         except BaseException:
             page.screenshot(path=str(SHOTS / "failure.png"), full_page=True)

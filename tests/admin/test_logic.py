@@ -27,28 +27,51 @@ def test_build_filters_leaves_out_empty_fields() -> None:
     }
 
 
-def test_cut_and_sort() -> None:
-    hits = [
-        {"id": "a", "score": 0.9, "payload": {"taken_ts": 300.0}},
-        {"id": "b", "score": 0.2, "payload": {}},
-        {"id": "c", "score": 0.5, "payload": {"taken_ts": 100.0}},
+def test_query_terms_text_upload_and_not_like() -> None:
+    assert logic.query_terms() == []
+    assert logic.query_terms(" beach ") == [{"text": "beach", "weight": 1.0}]
+    assert logic.query_terms("beach", "people", upload=True) == [
+        {"text": "beach", "weight": 1.0},
+        {"image_upload": 0, "weight": 1.0},
+        {"text": "people", "weight": -1.0},
     ]
-    assert [h["id"] for h in logic.cut_and_sort(hits, 0.3, "relevance")] == ["a", "c"]
-    assert [h["id"] for h in logic.cut_and_sort(hits, -1.0, "date")] == ["c", "a", "b"]
+    assert logic.query_terms("", " ", upload=True) == [{"image_upload": 0, "weight": 1.0}]
 
 
-def test_pick_original_largest_then_biggest_then_shallowest_then_alphabetical() -> None:
-    copies = [
-        {"path": "/b.jpg", "width": 100, "height": 100, "size": 10},
-        {"path": "/a.jpg", "width": 100, "height": 100, "size": 10},
-        {"path": "/c.jpg", "width": 50, "height": 50, "size": 99},
-    ]
-    assert logic.pick_original(copies) == 1
-    copies[2]["width"] = 400
-    assert logic.pick_original(copies) == 2
-    assert logic.pick_original([]) == -1
-    same = [{"path": "/p/copies/a.jpg"}, {"path": "/p/z.jpg"}]
-    assert logic.pick_original(same) == 1
+def test_score_threshold_is_off_at_the_sliders_lowest_value() -> None:
+    assert logic.score_threshold(logic.SCORE_OFF) is None
+    assert logic.score_threshold(-0.99) == -0.99
+    assert logic.score_threshold(0.3) == 0.3
+
+
+def test_sorts_name_the_api_values() -> None:
+    assert list(logic.SORTS.values()) == ["relevance", "date_taken", "-date_taken"]
+
+
+def test_has_next_page() -> None:
+    assert logic.has_next_page(12, 12, 0, None)  # a full page: there may be more
+    assert not logic.has_next_page(5, 12, 0, None)
+    assert logic.has_next_page(12, 12, 12, 25)  # the total says where the candidates end
+    assert not logic.has_next_page(12, 12, 12, 24)
+    assert not logic.has_next_page(1, 12, 24, 25)
+
+
+def test_duplicate_tiers_and_group_notes() -> None:
+    assert [key for key, _, _ in logic.TIERS] == ["exact", "same_picture", "bursts", "near"]
+    used = {"threshold": 0.95, "phash_distance": 6, "burst_seconds": 2.0, "burst_threshold": 0.9}
+    captions = [what.format(**used) for _, _, what in logic.TIERS]
+    assert "6 bits" in captions[1] and "within 2 s" in captions[2] and "0.95" in captions[3]
+    member = {"id": "x", "path": "/a.jpg"}
+    assert logic.group_note("exact", {"members": [member, member]}) == "2 paths"
+    assert (
+        logic.group_note("bursts", {"members": [member] * 3, "min_score": 0.9312, "seconds": 1.5})
+        == "3 photos · lowest cosine 0.931 · over 1.5 s"
+    )
+    assert logic.group_note("same_picture", {"members": [member] * 2, "max_distance": 4}) == (
+        "2 photos · hash distance ≤ 4 bits"
+    )
+    assert logic.resolution({"width": 320, "height": 240}) == "320×240"
+    assert logic.resolution({}) == "?×?"
 
 
 def test_map_url_and_rate() -> None:

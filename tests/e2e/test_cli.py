@@ -131,8 +131,9 @@ def test_similar_uploads_a_file(cli):
 
 def test_duplicates_json_lists_the_copy(cli):
     answer = cli.json("duplicates")
-    [group] = answer["exact_groups"]
-    assert sorted(Path(p).name for p in group["paths"]) == ["photo_0.jpg", "photo_0_copy.jpg"]
+    [group] = answer["groups"]["exact"]
+    assert sorted(Path(m["path"]).name for m in group["members"]) == ["photo_0.jpg", "photo_0_copy.jpg"]
+    assert group["keep_path"] in {m["path"] for m in group["members"]}
 
 
 def test_status_json_lists_jobs(cli):

@@ -354,16 +354,19 @@ def test_image_whose_files_are_gone_is_not_served(lib):
 def test_duplicates_report_one_content_under_two_paths(lib):
     body = lib.api.duplicates(collection=MAIN)
     assert body["exact"] == [[lib.ids["beach.jpg"]]]
-    assert len(body["exact_groups"][0]["paths"]) == 2
+    [group] = body["groups"]["exact"]
+    assert sorted(Path(m["path"]).parent.name for m in group["members"]) == ["2019", "copies"]
+    assert group["keep"] == lib.ids["beach.jpg"]
 
 
-def test_duplicates_group_a_resized_copy_with_its_original(lib):
-    # Random weights: only plumbing is tested here (a resize keeps the tiny model's vector close);
-    # grouping itself is tested on controlled vectors in tests/ingest/test_search.py.
-    groups = [set(g) for g in lib.api.duplicates(threshold=0.98, collection=MAIN)["near"]]
-    assert {lib.ids["city.jpg"], lib.ids["city_small.jpg"]} in groups or any(
-        {lib.ids["city.jpg"], lib.ids["city_small.jpg"]} <= g for g in groups
-    )
+def test_duplicates_put_a_resized_reencoded_copy_with_its_original_as_the_same_picture(lib):
+    body = lib.api.duplicates(collection=MAIN)
+    pair = {lib.ids["city.jpg"], lib.ids["city_small.jpg"]}
+    assert [set(g) for g in body["same_picture"]] == [pair]
+    [group] = body["groups"]["same_picture"]
+    assert group["keep"] == lib.ids["city.jpg"], "the larger original is the copy to keep"
+    # A pair in a tier above is never repeated as a near-duplicate.
+    assert not any(pair <= set(g) for g in body["near"])
 
 
 def test_duplicates_threshold_outside_the_unit_interval_is_refused(lib):

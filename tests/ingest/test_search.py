@@ -12,7 +12,6 @@ import pytest
 from shoebox.ingest.search import (
     QueryEmbeddingCache,
     SearchFilters,
-    find_duplicates,
     list_page,
     search_similar,
     search_vector,
@@ -156,55 +155,6 @@ def test_listing_pages_are_stable_and_complete(client, library):
         seen += [h.id for h in hits]
     assert sorted(seen) == sorted(library.values())
     assert seen == [h.id for h in list_page(client, COLLECTION, page=1, per_page=6)[1]]
-
-
-def test_near_duplicates_are_grouped_by_the_engines_neighbour_search(client):
-    rng = np.random.default_rng(7)
-    base_a, base_b = rng.normal(size=DIM), rng.normal(size=DIM)
-    copies_a = [_unit(base_a + rng.normal(scale=0.03, size=DIM)) for _ in range(3)]
-    copies_b = [_unit(base_b + rng.normal(scale=0.03, size=DIM)) for _ in range(2)]
-    singles = [_unit(rng.normal(size=DIM)) for _ in range(4)]
-    vectors = copies_a + copies_b + singles
-    ids = _upsert(client, [(v, _payload(f"p{i}.jpg", "/lib")) for i, v in enumerate(vectors)])
-
-    result = find_duplicates(client, COLLECTION, threshold=0.98)
-
-    assert sorted(map(sorted, result.near)) == sorted([sorted(ids[0:3]), sorted(ids[3:5])])
-    assert [len(g) for g in result.near_groups] == [3, 2]
-    assert result.exact == []
-
-
-def test_near_duplicate_threshold_separates_loose_matches(client):
-    rng = np.random.default_rng(3)
-    base = rng.normal(size=DIM)
-    ids = _upsert(
-        client,
-        [
-            (_unit(base), _payload("a.jpg", "/lib")),
-            (_unit(base + rng.normal(scale=0.01, size=DIM)), _payload("b.jpg", "/lib")),
-            (_unit(base + rng.normal(scale=0.6, size=DIM)), _payload("c.jpg", "/lib")),
-        ],
-    )
-    assert [sorted(g) for g in find_duplicates(client, COLLECTION, threshold=0.99).near] == [sorted(ids[:2])]
-
-
-def test_near_duplicate_chains_larger_than_the_neighbour_limit_form_one_group(client):
-    rng = np.random.default_rng(5)
-    base = rng.normal(size=DIM)
-    ids = _upsert(client, [(_unit(base + rng.normal(scale=0.005, size=DIM)), _payload(f"{i}.jpg", "/l")) for i in range(40)])
-    assert [sorted(g) for g in find_duplicates(client, COLLECTION, threshold=0.99).near] == [sorted(ids)]
-
-
-def test_exact_duplicates_are_points_held_by_several_paths(client, library):
-    [twice] = _upsert(client, [(_unit(np.ones(DIM)), {**_payload("x.jpg", "/a"), "paths": ["/a/x.jpg", "/b/x.jpg"]})])
-    result = find_duplicates(client, COLLECTION)
-    assert result.exact == [[twice]]
-    assert result.exact_groups[0].paths == ["/a/x.jpg", "/b/x.jpg"]
-
-
-def test_duplicate_threshold_outside_unit_interval_is_refused(client):
-    with pytest.raises(ShoeboxError):
-        find_duplicates(client, COLLECTION, threshold=1.5)
 
 
 def test_query_cache_answers_repeats_and_evicts_least_recent():

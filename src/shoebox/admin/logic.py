@@ -9,10 +9,31 @@ from typing import Any
 
 from shoebox.protocol import Job
 
-ORIGINAL_RULE = (
-    "The original is the copy with the largest resolution (width × height), then the largest "
-    "file, then the shallowest path (fewest folders deep), then the first path in alphabetical order; "
-    "the others are marked as copies."
+# The search page's sort choices and what the API calls them (POST /api/v1/search/query `sort`).
+SORTS = {"relevance": "relevance", "oldest first": "date_taken", "newest first": "-date_taken"}
+# The minimum-score slider's lowest value, which means "no minimum" (no score_threshold sent).
+SCORE_OFF = -1.0
+
+# The duplicate tiers, in the order the page shows them: (answer key, title, what it holds).
+TIERS = (
+    ("exact", "Exact copies", "The same bytes at several paths (one photo, several files)."),
+    (
+        "same_picture",
+        "Same picture",
+        "Different files of one picture (resized, re-encoded, converted, metadata stripped): "
+        "perceptual hashes at most {phash_distance} bits apart.",
+    ),
+    (
+        "bursts",
+        "Bursts",
+        "Shots by the same camera within {burst_seconds:g} s of each other that look alike "
+        "(cosine ≥ {burst_threshold:.2f}).",
+    ),
+    (
+        "near",
+        "Near duplicates",
+        "Other photos that look alike (cosine ≥ {threshold:.2f}), not in a tier above.",
+    ),
 )
 
 
@@ -44,29 +65,48 @@ def build_filters(
     return filters
 
 
-def cut_and_sort(hits: list[dict[str, Any]], min_score: float, by: str) -> list[dict[str, Any]]:
-    """Keep the hits at or above `min_score`; `by` "date" sorts them by date taken (undated last)."""
-    kept = [h for h in hits if h.get("score") is None or h["score"] >= min_score]
-    if by == "date":
-        kept.sort(key=lambda h: (taken_ts(h) is None, taken_ts(h) or 0.0))
-    return kept
+def query_terms(text: str = "", not_like: str = "", *, upload: bool = False) -> list[dict[str, Any]]:
+    """The terms of a combined query (POST /api/v1/search/query): the description, the uploaded
+    photo (upload 0), and "not like" as a text of weight −1. Empty boxes are left out."""
+    terms: list[dict[str, Any]] = []
+    if text.strip():
+        terms.append({"text": text.strip(), "weight": 1.0})
+    if upload:
+        terms.append({"image_upload": 0, "weight": 1.0})
+    if not_like.strip():
+        terms.append({"text": not_like.strip(), "weight": -1.0})
+    return terms
 
 
-def taken_ts(hit: dict[str, Any]) -> float | None:
-    ts = (hit.get("payload") or {}).get("taken_ts")
-    return float(ts) if isinstance(ts, (int, float)) else None
+def score_threshold(min_score: float) -> float | None:
+    """The slider's value as the API's score_threshold: None (no cut) at its lowest value."""
+    return None if min_score <= SCORE_OFF else float(min_score)
 
 
-def pick_original(copies: list[dict[str, Any]]) -> int:
-    """The index of the original among copies `{"path", "width", "height", "size"}` (ORIGINAL_RULE)."""
+def has_next_page(shown: int, per_page: int, offset: int, total: int | None) -> bool:
+    """Whether a page follows: `total` (date sorts) says where the hits end; without it, a full
+    page means there may be more."""
+    if total is not None:
+        return offset + per_page < total
+    return shown >= per_page
 
-    def key(i: int) -> tuple:
-        c = copies[i]
-        pixels = (c.get("width") or 0) * (c.get("height") or 0)
-        path = str(c.get("path") or "")
-        return (-pixels, -(c.get("size") or 0), path.count("/"), path)
 
-    return min(range(len(copies)), key=key) if copies else -1
+def resolution(item: dict[str, Any]) -> str:
+    w, h = item.get("width"), item.get("height")
+    return f"{w}×{h}" if w and h else "?×?"
+
+
+def group_note(tier: str, group: dict[str, Any]) -> str:
+    """What joined a duplicate group, from the figures the server gives with it."""
+    count = len(group.get("members") or [])
+    parts = [f"{count} paths" if tier == "exact" else f"{count} photos"]
+    if group.get("max_distance") is not None:
+        parts.append(f"hash distance ≤ {group['max_distance']} bits")
+    if group.get("min_score") is not None:
+        parts.append(f"lowest cosine {group['min_score']:.3f}")
+    if group.get("seconds") is not None:
+        parts.append(f"over {group['seconds']:g} s")
+    return " · ".join(parts)
 
 
 def map_url(gps: dict[str, Any] | None) -> str | None:

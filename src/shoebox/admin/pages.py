@@ -30,6 +30,15 @@ FORMATS = [
     "arw",
 ]
 NEAR_DUPLICATE_SCORE = 0.95
+# The duplicate scan's thresholds as the page starts (the service's defaults).
+DUP_DEFAULTS: dict[str, Any] = {
+    "threshold": 0.95,
+    "phash_distance": 6,
+    "burst_seconds": 2.0,
+    "burst_threshold": 0.90,
+}
+MAX_PHASH_DISTANCE = 16
+MAX_GROUPS_SHOWN = 50  # per tier: each group is a row of thumbnails
 FINISHED = frozenset({"completed", "completed_with_errors", "failed", "cancelled"})
 
 
@@ -279,10 +288,15 @@ def ingest() -> None:
 # ---------------------------------------------------------------- search
 
 
+def _first_page() -> None:
+    """A new query, minimum score, sort or page size starts again at page 1 (pages stay coherent)."""
+    st.session_state["search_page"] = 1
+
+
 def _grid(hits: list[dict[str, Any]], prefix: str, *, actions: bool = True) -> None:
     for start in range(0, len(hits), GRID_COLUMNS):
         cols = st.columns(GRID_COLUMNS)
-        for col, hit in zip(cols, hits[start : start + GRID_COLUMNS], strict=False):
+        for i, (col, hit) in enumerate(zip(cols, hits[start : start + GRID_COLUMNS], strict=False), start):
             with col:
                 data = thumbnail(hit["id"])
                 score = f" · {hit['score']:.3f}" if hit.get("score") is not None else ""
@@ -292,12 +306,18 @@ def _grid(hits: list[dict[str, Any]], prefix: str, *, actions: bool = True) -> N
                 else:
                     st.caption(f"(no thumbnail) {caption}")
                 if actions:
-                    i = start + hits[start:].index(hit)
                     if st.button("Details", key=f"{prefix}_detail_{i}_{hit['id']}"):
                         st.session_state["detail"] = hit["id"]
                         st.rerun()
                     if st.button("More like this", key=f"{prefix}_similar_{i}_{hit['id']}"):
-                        st.session_state["search_req"] = {"kind": "similar", "id": hit["id"]}
+                        previous = st.session_state.get("search_req") or {}
+                        st.session_state["search_req"] = {
+                            "kind": "similar",
+                            "terms": [{"image_id": hit["id"], "weight": 1.0}],
+                            "uploads": [],
+                            "filters": previous.get("filters") or {},
+                            "label": f"More like `{hit.get('filename') or hit['id']}`",
+                        }
                         st.session_state["search_page"] = 1
                         st.session_state["detail"] = None
                         st.rerun()
@@ -329,9 +349,16 @@ def _detail(image_id: str) -> None:
                 st.markdown(f"[Show on OpenStreetMap]({url})")
             st.markdown("**Metadata**")
             st.json({k: v for k, v in info.items() if k not in ("paths", "missing_paths")}, expanded=False)
-        similar = call(api.similar, image_id, limit=12, collection=collection(), what="near duplicates")
-        near = [h for h in (similar or {}).get("results", []) if h["id"] != image_id]
-        near = [h for h in near if (h.get("score") or 0) >= NEAR_DUPLICATE_SCORE]
+        # The server cuts at the score; the photo itself (score 1) is left out here.
+        similar = call(
+            api.search_query,
+            [{"image_id": image_id, "weight": 1.0}],
+            limit=13,
+            score_threshold=NEAR_DUPLICATE_SCORE,
+            collection=collection(),
+            what="near duplicates",
+        )
+        near = [h for h in (similar or {}).get("results", []) if h["id"] != image_id][:12]
         st.markdown(f"**Near duplicates** (score ≥ {NEAR_DUPLICATE_SCORE})")
         if near:
             _grid(near, "near", actions=False)
@@ -348,7 +375,10 @@ def search() -> None:
 
     with st.form("search_form"):
         query = st.text_input("Describe the photo", key="search_query")
-        upload = st.file_uploader("…or search by an example photo", key="search_upload")
+        not_like = st.text_input("Not like (optional: what the photos should not show)", key="search_not")
+        upload = st.file_uploader(
+            "…and/or an example photo (with a description, both count)", key="search_upload"
+        )
         with st.expander("Filters"):
             a, b = st.columns(2)
             after = a.date_input("Taken after", value=None, key="f_after")
@@ -367,69 +397,86 @@ def search() -> None:
             folder=folder,
             has_gps=gps,
         )
-        if upload is not None:
-            req = {"kind": "image", "bytes": upload.getvalue(), "name": upload.name, "filters": filters}
-        elif query.strip():
-            req = {"kind": "text", "query": query.strip(), "filters": filters}
+        terms = logic.query_terms(query, not_like, upload=upload is not None)
+        req: dict[str, Any] | None = None
+        if query.strip() or upload is not None:
+            label = []
+            if query.strip():
+                label.append(f"Text: “{query.strip()}”")
+            if upload is not None:
+                label.append(f"Like the uploaded photo {upload.name}")
+            if not_like.strip():
+                label.append(f"not like “{not_like.strip()}”")
+            req = {
+                "kind": "query",
+                "terms": terms,
+                "uploads": [(upload.name, upload.getvalue())] if upload is not None else [],
+                "filters": filters,
+                "label": " · ".join(label),
+            }
         else:
-            req = None
             st.warning("Type a description or upload a photo.")
         st.session_state["search_req"] = req
         st.session_state["search_page"] = 1
 
     c1, c2, c3, c4 = st.columns(4)
-    per_page = c1.selectbox("Per page", [12, 24, 48], key="search_per_page")
-    min_score = c2.slider("Minimum score", -1.0, 1.0, -1.0, 0.01, key="search_min_score")
-    order = c3.radio("Sort", ["relevance", "date taken"], key="search_sort")
+    per_page = c1.selectbox("Per page", [12, 24, 48], key="search_per_page", on_change=_first_page)
+    min_score = c2.slider(
+        "Minimum score",
+        logic.SCORE_OFF,
+        1.0,
+        logic.SCORE_OFF,
+        0.01,
+        key="search_min_score",
+        on_change=_first_page,
+        help="Hits below this score are left out (by the server, on every page). "
+        "At its lowest value, −1.00, there is no minimum.",
+    )
+    threshold = logic.score_threshold(min_score)
+    c2.caption("No minimum" if threshold is None else f"Only hits with a score ≥ {threshold:.2f}")
+    order = c3.radio("Sort", list(logic.SORTS), key="search_sort", on_change=_first_page)
+    sort = logic.SORTS[order]
     page = int(st.session_state.get("search_page") or 1)
-    c4.write(f"Page {page}")
-    st.caption("The minimum score and the date sort apply to the hits of this page only (in the browser).")
+    page_label = c4.empty()
+    page_label.write(f"Page {page}")
 
     req = st.session_state.get("search_req")
     if not req:
         return
     offset = (page - 1) * per_page
-    col = collection()
-    if req["kind"] == "text":
-        st.caption(f"Text: “{req['query']}”")
-        answer = call(
-            api.search_text,
-            req["query"],
-            limit=per_page,
-            offset=offset,
-            filters=req["filters"] or None,
-            collection=col,
-            spinner="Searching…",
-        )
-    elif req["kind"] == "image":
-        st.caption(f"Like the uploaded photo {req['name']}")
-        answer = call(
-            api.search_image,
-            req["bytes"],
-            req["name"],
-            limit=per_page,
-            offset=offset,
-            filters=req["filters"] or None,
-            collection=col,
-            spinner="Searching…",
-        )
-    else:
-        st.caption(f"More like `{req['id']}`")
-        answer = call(
-            api.similar, req["id"], limit=per_page, offset=offset, collection=col, spinner="Searching…"
-        )
+    st.caption(req["label"])
+    answer = call(
+        api.search_query,
+        req["terms"],
+        uploads=req.get("uploads") or None,
+        limit=per_page,
+        offset=offset,
+        filters=req.get("filters") or None,
+        score_threshold=threshold,
+        sort=sort,
+        collection=collection(),
+        spinner="Searching…",
+    )
     if answer is None:
         return
-    hits = logic.cut_and_sort(
-        answer.get("results", []), min_score, "date" if order == "date taken" else "relevance"
-    )
-    st.write(f"{len(hits)} result(s) on this page · collection `{answer.get('collection_name')}`")
+    hits = answer.get("results", [])
+    total = answer.get("total")
+    count = f"{len(hits)} result(s) on this page"
+    if total is not None:
+        count += f" of {total}"
+        page_label.write(f"Page {page} of {max(1, -(-total // per_page))}")
+    st.write(f"{count} · collection `{answer.get('collection_name')}`")
+    if sort != "relevance":
+        cut = f" with a score ≥ {threshold:.2f}" if threshold is not None else ""
+        among = f"the {total} most relevant hits" if total is not None else "the most relevant hits"
+        st.caption(f"Ordered by date taken ({order}, undated photos last) among {among}{cut}.")
     _grid(hits, "hit")
     prev, nxt = st.columns(2)
     if prev.button("◂ Previous page", key="search_prev", disabled=page <= 1):
         st.session_state["search_page"] = page - 1
         st.rerun()
-    if nxt.button("Next page ▸", key="search_next", disabled=len(answer.get("results", [])) < per_page):
+    more = logic.has_next_page(len(hits), per_page, offset, total)
+    if nxt.button("Next page ▸", key="search_next", disabled=not more):
         st.session_state["search_page"] = page + 1
         st.rerun()
 
@@ -437,57 +484,105 @@ def search() -> None:
 # ---------------------------------------------------------------- duplicates
 
 
-def _copy_card(card: dict[str, Any], is_original: bool, thumb_id: str) -> None:
-    data = thumbnail(thumb_id)
+def _member_card(member: dict[str, Any], keep: bool) -> None:
+    data = thumbnail(member["id"])
     if data:
         st.image(data, **STRETCH)
-    w, h = card.get("width"), card.get("height")
-    res = f"{w}×{h}" if w and h else "?×?"
+    else:
+        st.caption("(no thumbnail)")
+    fmt = (member.get("format") or "?").upper()
     st.markdown(
-        ("**ORIGINAL**" if is_original else "copy") + f" · {res} · {logic.human_size(card.get('size'))}"
+        ("**✅ KEEP**" if keep else "copy")
+        + f" · {logic.resolution(member)} · {logic.human_size(member.get('size'))} · {fmt}"
     )
-    st.caption(card.get("path", ""))
+    taken = member.get("taken_at") or "no date"
+    extra = [taken]
+    if member.get("camera"):
+        extra.append(str(member["camera"]))
+    if member.get("sharpness") is not None:
+        extra.append(f"sharpness {member['sharpness']:.0f}")
+    st.caption(" · ".join(extra))
+    st.caption(member.get("path", ""))
+    others = len(member.get("paths") or []) - 1
+    if others > 0:
+        st.caption(f"(and {others} other path(s) with the same bytes)")
+
+
+def _group(tier: str, n: int, group: dict[str, Any]) -> None:
+    members = group.get("members") or []
+    with st.container(border=True):
+        st.markdown(f"**Group {n}** · {logic.group_note(tier, group)}")
+        for start in range(0, len(members), GRID_COLUMNS):
+            row = members[start : start + GRID_COLUMNS]
+            for col, member in zip(st.columns(GRID_COLUMNS), row, strict=False):
+                with col:
+                    _member_card(member, member.get("path") == group.get("keep_path"))
 
 
 def duplicates() -> None:
     st.header("Duplicates")
     api = client()
-    threshold = st.slider("Near-duplicate threshold (cosine)", 0.80, 1.0, 0.95, 0.01, key="dup_threshold")
-    st.info(logic.ORIGINAL_RULE)
+    with st.form("dup_form"):
+        a, b, c, d = st.columns(4)
+        threshold = a.slider(
+            "Near duplicates: cosine ≥", 0.80, 1.0, DUP_DEFAULTS["threshold"], 0.01, key="dup_threshold"
+        )
+        phash = b.slider(
+            "Same picture: hash distance ≤ (bits)",
+            0,
+            MAX_PHASH_DISTANCE,
+            DUP_DEFAULTS["phash_distance"],
+            1,
+            key="dup_phash_distance",
+        )
+        seconds = c.number_input(
+            "Bursts: within (seconds)",
+            0.0,
+            3600.0,
+            DUP_DEFAULTS["burst_seconds"],
+            0.5,
+            key="dup_burst_seconds",
+        )
+        burst = d.slider(
+            "Bursts: cosine ≥", 0.50, 1.0, DUP_DEFAULTS["burst_threshold"], 0.01, key="dup_burst_threshold"
+        )
+        st.form_submit_button("Find duplicates", type="primary")
     answer = call(
-        api.duplicates, threshold=threshold, collection=collection(), spinner="Looking for duplicates…"
+        api.duplicates,
+        threshold=threshold,
+        phash_distance=int(phash),
+        burst_seconds=float(seconds),
+        burst_threshold=burst,
+        collection=collection(),
+        spinner="Looking for duplicates (a scan of the whole collection)…",
     )
     if answer is None:
         return
-    exact, near = answer.get("exact_groups") or [], answer.get("near_groups") or []
-    st.subheader(f"Exact copies ({len(exact)} group(s)): the same bytes at several paths")
-    for group in exact:
-        info = call(api.image_info, group["id"], collection()) or {}
-        cards = [
-            {"path": p, "width": info.get("width"), "height": info.get("height"), "size": info.get("size")}
-            for p in group["paths"]
-        ]
-        best = logic.pick_original(cards)
-        with st.container(border=True):
-            for i, (col, card) in enumerate(zip(st.columns(max(len(cards), 2)), cards, strict=False)):
-                with col:
-                    _copy_card(card, i == best, group["id"])
-    st.subheader(f"Near duplicates ({len(near)} group(s)): different files that look alike")
-    for group in near:
-        cards = [
-            {
-                "path": h.get("path"),
-                **{k: (h.get("payload") or {}).get(k) for k in ("width", "height", "size")},
-            }
-            for h in group
-        ]
-        best = logic.pick_original(cards)
-        with st.container(border=True):
-            for i, (col, hit) in enumerate(zip(st.columns(max(len(group), 2)), group, strict=False)):
-                with col:
-                    _copy_card(cards[i], i == best, hit["id"])
-    if not exact and not near:
+    if answer.get("keep_rule"):
+        st.info(f"**Suggested copy to keep** (marked ✅ KEEP, chosen by the server): {answer['keep_rule']}")
+    without = answer.get("without_phash") or 0
+    if without:
+        st.warning(
+            f"{without} photo(s) have no perceptual hash (ingested before it existed): they cannot "
+            "appear under “Same picture”. Re-index them to include them."
+        )
+    groups = answer.get("groups") or {}
+    used = {**DUP_DEFAULTS, **(answer.get("thresholds") or {})}
+    found = 0
+    for key, title, what in logic.TIERS:
+        tier = groups.get(key) or []
+        found += len(tier)
+        st.subheader(f"{title} ({len(tier)} group(s))")
+        st.caption(what.format(**used))
+        for n, group in enumerate(tier[:MAX_GROUPS_SHOWN], 1):
+            _group(key, n, group)
+        if len(tier) > MAX_GROUPS_SHOWN:
+            st.caption(f"Only the first {MAX_GROUPS_SHOWN} of {len(tier)} groups are shown.")
+    if not found:
         st.success("No duplicates in this collection.")
+    timing = answer.get("seconds") or {}
+    if timing:
+        st.caption(f"Scan: {sum(timing.values()):.2f} s")
 
 
 PAGES = {

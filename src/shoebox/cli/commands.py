@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from rich.progress import (
 from rich.table import Table
 
 from shoebox.cli.common import api_errors, app, collections_app, err, fail, model_app, out, print_json
-from shoebox.cli.render import _counts, _show_hits, print_job_summary
+from shoebox.cli.render import _counts, _show_hits, print_duplicate_tiers, print_job_summary
 from shoebox.cli.services import connect
 from shoebox.client import FINISHED, APIError, ShoeboxClient
+from shoebox.query_syntax import QuerySyntaxError, QueryTerm, parse_query
 
 
 class TestModelSize(str, Enum):
@@ -182,9 +184,41 @@ def build_filters(
     return filters
 
 
+class SortOrder(str, Enum):
+    relevance = "relevance"
+    date = "date"
+    newest = "-date"
+
+
+_SORTS = {SortOrder.relevance: "relevance", SortOrder.date: "date_taken", SortOrder.newest: "-date_taken"}
+
+
 @app.command(rich_help_panel="Library")
 def search(
-    query: str = typer.Argument(..., help="What to look for, in words."),
+    query: str | None = typer.Argument(
+        None,
+        help='What to look for, in words; or a combined query: "2:dog + beach - people", '
+        '"sunset - photo:~/x.jpg + id:UUID" (see the README).',
+    ),
+    not_texts: list[str] | None = typer.Option(
+        None, "--not", help="Not like this text (repeatable; N:TEXT for a weight of -N)."
+    ),
+    like: list[str] | None = typer.Option(
+        None, "--like", help="Like this photo file, uploaded (repeatable; N:PATH for a weight of N)."
+    ),
+    like_id: list[str] | None = typer.Option(
+        None, "--like-id", help="Like this stored image (repeatable; N:ID for a weight of N)."
+    ),
+    weight: float = typer.Option(1.0, "--weight", "-w", help="Weight of the query argument's terms."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", "--min-score", min=-1.0, max=1.0, help="Drop hits scoring below this."
+    ),
+    sort: SortOrder = typer.Option(
+        SortOrder.relevance, "--sort", help="relevance, date (oldest first) or -date (newest first)."
+    ),
+    top_k: int | None = typer.Option(
+        None, "--top-k", min=1, max=10_000, help="Date sorts: how many of the most relevant hits to order."
+    ),
     limit: int = typer.Option(10, "--limit", "-n", min=1, max=1000),
     offset: int = typer.Option(0, min=0),
     collection: str | None = typer.Option(None, "--collection", "-c"),
@@ -202,16 +236,80 @@ def search(
     bbox: str | None = typer.Option(None, "--bbox", help="MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"),
     json_out: bool = typer.Option(False, "--json", help="Print the API's JSON answer."),
 ) -> None:
-    """Search the library by text."""
-    body: dict[str, Any] = {"query": query, "limit": limit, "offset": offset}
-    if collection:
-        body["collection_name"] = collection
+    """Search the library: words, photos like a given one, "not like", weights, a cutoff, by date."""
+    terms = _search_terms(query, weight, not_texts or [], like or [], like_id or [])
+    if not terms:
+        fail("give a query, --like or --like-id", 2)
+    uploads: list[tuple[str, bytes]] = []
+    body_terms: list[dict[str, Any]] = []
+    for term in terms:
+        if term.kind == "photo":
+            path = Path(term.value).expanduser()
+            if not path.is_file():
+                fail(f"no such photo: {path}", 2)
+            body_terms.append({"image_upload": len(uploads), "weight": term.weight})
+            uploads.append((path.name, path.read_bytes()))
+        else:
+            body_terms.append(term.as_api())
     filters = build_filters(taken_after, taken_before, camera_make, camera_model, formats, folder, gps, bbox)
-    if filters:
-        body["filters"] = filters
     with api_errors(), connect() as api:
-        answer = api.post("/api/v1/search/text", json=body)
-    _show_hits(answer, f"“{query}”", json_out)
+        answer = api.search_query(
+            body_terms,
+            uploads=uploads,
+            limit=limit,
+            offset=offset,
+            filters=filters or None,
+            score_threshold=threshold,
+            sort=_SORTS[sort],
+            top_k=top_k,
+            collection=collection,
+        )
+    title = " ".join(f"{'−' if t.weight < 0 else '+'}{abs(t.weight):g}·{t.value}" for t in terms).lstrip("+")
+    if answer.get("total") is not None:
+        title += f" (by {sort.value}, {answer['total']} candidates)"
+    _show_hits(answer, title, json_out, start=offset + 1)
+
+
+def _search_terms(
+    query: str | None, weight: float, not_texts: list[str], like: list[str], like_id: list[str]
+) -> list[QueryTerm]:
+    """The terms of the query argument (short form) and of the options, each option value with its
+    optional `N:` weight prefix."""
+    try:
+        terms = [replace(t, weight=t.weight * weight) for t in parse_query(query)] if query else []
+        for values, kind, sign in (
+            (not_texts, "text", -1.0),
+            (like, "photo", 1.0),
+            (like_id, "image_id", 1.0),
+        ):
+            for value in values:
+                w, rest = _weight_prefix(value)
+                if kind == "photo" and Path(value).expanduser().exists():
+                    w, rest = 1.0, value  # a file named "2:x.jpg" is a file, not a weight
+                terms.append(QueryTerm(kind, rest, sign * w) if kind != "image_id" else _id_term(rest, w))
+    except QuerySyntaxError as exc:
+        fail(str(exc), 2)
+    return terms
+
+
+def _weight_prefix(value: str) -> tuple[float, str]:
+    head, sep, rest = value.partition(":")
+    if sep and rest:
+        try:
+            w = float(head)
+        except ValueError:
+            return 1.0, value
+        if w == 0 or w != w:
+            raise QuerySyntaxError(f"{value!r}: a weight of {head} means nothing")
+        return w, rest
+    return 1.0, value
+
+
+def _id_term(value: str, w: float) -> QueryTerm:
+    try:
+        return QueryTerm("image_id", str(uuid.UUID(value)), w)
+    except ValueError:
+        raise QuerySyntaxError(f"not an image id: {value!r}") from None
 
 
 @app.command(rich_help_panel="Library")
@@ -245,33 +343,32 @@ def similar(
 @app.command(rich_help_panel="Library")
 def duplicates(
     collection: str | None = typer.Option(None, "--collection", "-c"),
-    threshold: float = typer.Option(0.95, min=0.01, max=1.0, help="Cosine similarity for near-duplicates."),
-    json_out: bool = typer.Option(False, "--json"),
+    threshold: float = typer.Option(0.95, min=0.01, max=1.0, help="near: cosine similarity at or above."),
+    phash_distance: int = typer.Option(
+        6, "--phash-distance", min=0, max=16, help="same_picture: most bits two 64-bit hashes differ by."
+    ),
+    burst_seconds: float = typer.Option(
+        2.0, "--burst-seconds", min=0.0, max=3600.0, help="bursts: most seconds between two shots."
+    ),
+    burst_threshold: float = typer.Option(
+        0.90, "--burst-threshold", min=0.01, max=1.0, help="bursts: cosine similarity at or above."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the full answer (members, keep, thresholds)."),
 ) -> None:
-    """Exact duplicates (same bytes, several paths) and near-duplicates (resized, re-encoded…)."""
-    params: dict[str, Any] = {"threshold": threshold}
-    if collection:
-        params["collection_name"] = collection
+    """Duplicates in tiers: exact (same bytes), same picture (re-encoded, resized, converted), near, bursts."""
     with api_errors(), connect() as api, err.status("looking for duplicates…"):
-        # One neighbour search per photo: minutes on a big library in embedded mode, so no timeout.
-        answer = api.get("/api/v1/duplicates", params=params, timeout=None)
+        # One neighbour search per photo: minutes on a big library, so no timeout.
+        answer = api.duplicates(
+            threshold=threshold,
+            phash_distance=phash_distance,
+            burst_seconds=burst_seconds,
+            burst_threshold=burst_threshold,
+            collection=collection,
+        )
     if json_out:
         print_json(answer)
         return
-    exact = Table(title=f"exact duplicates: {len(answer['exact'])}", title_justify="left")
-    exact.add_column("id", style="dim")
-    exact.add_column("paths", overflow="fold")
-    for group in answer.get("exact_groups") or [{"id": g[0], "paths": []} for g in answer["exact"]]:
-        exact.add_row(group["id"][:8], "\n".join(group.get("paths", [])))
-    out.print(exact)
-    near = Table(
-        title=f"near-duplicate groups (cosine ≥ {threshold}): {len(answer['near'])}", title_justify="left"
-    )
-    near.add_column("group", justify="right")
-    near.add_column("photos", overflow="fold")
-    for number, group in enumerate(answer.get("near_groups") or [], 1):
-        near.add_row(str(number), "\n".join(h.get("path", h.get("id", "")) for h in group))
-    out.print(near)
+    print_duplicate_tiers(answer)
 
 
 @app.command(rich_help_panel="Services")

@@ -59,7 +59,7 @@ def print_errors_by_code(errors: list[dict[str, Any]]) -> None:
     out.print(table)
 
 
-def _hit_rows(hits: list[dict[str, Any]], title: str) -> Table:
+def _hit_rows(hits: list[dict[str, Any]], title: str, start: int = 1) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
@@ -68,7 +68,7 @@ def _hit_rows(hits: list[dict[str, Any]], title: str) -> Table:
     table.add_column("camera")
     table.add_column("path", overflow="fold")
     table.add_column("id", style="dim")
-    for rank, hit in enumerate(hits, 1):
+    for rank, hit in enumerate(hits, start):
         payload = hit.get("payload") or {}
         make, model = payload.get("camera_make") or "", payload.get("camera_model") or ""
         # Many cameras repeat the make in the model ("Canon" + "Canon EOS R5").
@@ -88,10 +88,64 @@ def _hit_rows(hits: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
-def _show_hits(answer: dict[str, Any], title: str, json_out: bool) -> None:
+def _show_hits(answer: dict[str, Any], title: str, json_out: bool, start: int = 1) -> None:
     hits = answer["results"]
     warn_if_test_model(hits)
     if json_out:
         print_json(answer)
     else:
-        out.print(_hit_rows(hits, f"{title} — {len(hits)} results"))
+        out.print(_hit_rows(hits, f"{title} — {len(hits)} results", start))
+
+
+TIER_TITLES = {
+    "exact": "exact duplicates (the same bytes under several paths)",
+    "same_picture": "the same picture in different files (perceptual hash within {phash_distance} bits)",
+    "bursts": "bursts (one camera, shots within {burst_seconds:g} s, cosine ≥ {burst_threshold:g})",
+    "near": "near-duplicates (cosine ≥ {threshold:g})",
+}
+
+
+def _size(n: int | None) -> str:
+    if not n:
+        return ""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def print_duplicate_tiers(answer: dict[str, Any]) -> None:
+    """One table per tier: each group's members, the suggested copy to keep marked with ★."""
+    thresholds = answer.get("thresholds") or {}
+    groups = answer.get("groups") or {}
+    for tier, title in TIER_TITLES.items():
+        found = groups.get(tier) or []
+        table = Table(title=f"{title.format(**thresholds)}: {len(found)} groups", title_justify="left")
+        table.add_column("group", justify="right")
+        table.add_column("keep")
+        table.add_column("path", overflow="fold")
+        table.add_column("size", justify="right")
+        table.add_column("pixels", justify="right")
+        table.add_column("format")
+        table.add_column("taken")
+        for number, group in enumerate(found, 1):
+            for member in group.get("members") or []:
+                kept = member.get("path") == group.get("keep_path")
+                pixels = f"{member['width']}×{member['height']}" if member.get("width") else ""
+                table.add_row(
+                    str(number),
+                    "★" if kept else "",
+                    member.get("path", ""),
+                    _size(member.get("size")),
+                    pixels,
+                    member.get("format") or "",
+                    (member.get("taken_at") or "")[:19],
+                )
+        out.print(table)
+    if answer.get("without_phash"):
+        err.print(
+            f"[yellow]{answer['without_phash']} photos have no perceptual hash yet (ingested before "
+            "it existed): they cannot appear in the same-picture tier.[/]"
+        )
+    out.print(f"[dim]keep rule: {answer.get('keep_rule', '')}[/]", highlight=False)

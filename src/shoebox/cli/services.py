@@ -28,7 +28,7 @@ from shoebox.cli.common import (
     print_test_model_banner,
     state,
 )
-from shoebox.cli.render import _hit_rows, print_job_summary
+from shoebox.cli.render import _hit_rows, print_duplicate_tiers, print_job_summary
 from shoebox.client import ShoeboxClient
 
 
@@ -279,15 +279,9 @@ def demo(
                 "/api/v1/search/text", json={"query": query, "limit": limit, "collection_name": "demo"}
             )
             out.print(_hit_rows(answer["results"], f"“{query}”"))
-        dupes = api.get("/api/v1/duplicates", params={"collection_name": "demo"})
+        dupes = api.duplicates(collection="demo")
         out.rule("duplicates")
-        out.print(
-            f"{len(dupes['exact'])} photo(s) stored under several paths, {len(dupes['near'])} near-duplicate group(s)"
-        )
-        for group in dupes.get("exact_groups", []):
-            out.print("  same bytes: " + ", ".join(group["paths"]), highlight=False)
-        for hits in dupes.get("near_groups", []):
-            out.print("  look alike: " + ", ".join(h["path"] for h in hits), highlight=False)
+        print_duplicate_tiers(dupes)
         api.close()
         test_model = is_test_model_dir(services.model_dir)
     if test_model:

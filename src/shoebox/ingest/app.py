@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from shoebox.http import install_api_key, install_error_handlers
+from shoebox.http import add_openapi_schemas, install_api_key, install_error_handlers
 from shoebox.ingest.config import IngestSettings
 from shoebox.ingest.context import ServiceContext, get_ctx
-from shoebox.ingest.routes import collections, ingest
+from shoebox.ingest.routes import collections, folders, images, ingest, search
 
 log = logging.getLogger(__name__)
-
-# Routes owned by the search area; optional so the service runs while they are being built.
-OPTIONAL_ROUTERS = (
-    "shoebox.ingest.routes.search",
-    "shoebox.ingest.routes.images",
-    "shoebox.ingest.routes.folders",
-)
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
@@ -52,13 +44,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             "vector_store": ctx.store.describe(),
         }
 
-    app.include_router(collections.router)
-    app.include_router(ingest.router)
-    for module_name in OPTIONAL_ROUTERS:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            log.warning("%s not available: %s", module_name, exc)
-            continue
+    for module in (collections, ingest, search, images, folders):
         app.include_router(module.router)
+    add_openapi_schemas(app, search.BODY_MODELS)
     return app

@@ -58,10 +58,16 @@ def _clean(value: Any) -> Any:
 
 
 def content_meta(
-    exif: dict[str, Any], width: int | None, height: int | None, thumbnail: str | None
+    exif: dict[str, Any],
+    width: int | None,
+    height: int | None,
+    thumbnail: str | None,
+    fingerprint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Metadata of the bytes themselves, normalised to the payload's keys."""
+    """Metadata of the bytes themselves, normalised to the payload's keys (`fingerprint`: the
+    perceptual hash `phash` and `sharpness` of imaging.fingerprint)."""
     meta: dict[str, Any] = {"width": width, "height": height, "thumbnail": thumbnail}
+    meta.update({k: (fingerprint or {}).get(k) for k in ("phash", "sharpness")})
     for key, candidates in _EXIF_KEYS.items():
         meta[key] = next((_clean(exif[c]) for c in candidates if exif.get(c) is not None), None)
     if meta["taken_ts"] is not None:

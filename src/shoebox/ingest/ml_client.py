@@ -233,6 +233,17 @@ class MLClient:
         _raise_for_error(r)
         return list(r.json()["embedding"])
 
+    def embed_texts(self, texts: list[str]) -> list[list[float]]:
+        """Embed several query texts in one call (a combined query's terms), in order."""
+        if len(texts) == 1:
+            return [self.embed_text(texts[0])]
+        r = self._with_retries(
+            lambda ep: self._http.post(ep.url + "/api/v1/embed_text", json={"texts": texts}, timeout=30.0),
+            unavailable_after=min(5.0, self.settings.ml_unavailable_timeout_s),
+        )
+        _raise_for_error(r)
+        return [list(e) for e in r.json()["embeddings"]]
+
     def embed_image(self, data: bytes, filename: str) -> list[float]:
         """Embed one uploaded image (any supported format, RAW included) for search by image."""
         items, _ = self._embed_one(data, filename)

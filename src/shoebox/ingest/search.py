@@ -12,7 +12,7 @@ import os
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,25 +23,13 @@ from starlette.concurrency import run_in_threadpool
 
 from shoebox.protocol import ErrorCode, Hit, ShoeboxError
 from shoebox.store import GeoBox as GeoRect
-from shoebox.store import MatchAny, MoreValuesThan, Range, Record, VectorStore, Where
+from shoebox.store import MatchAny, Range, Record, VectorStore, Where
 from shoebox.store.base import Condition
 
 if TYPE_CHECKING:
     from shoebox.ingest.context import ServiceContext
 
 T = TypeVar("T")
-
-DEFAULT_NEAR_DUPLICATE_THRESHOLD = 0.95
-# Neighbours asked per point when grouping near-duplicates: a burst of copies larger than this
-# is still one group, because union-find joins it through the copies' own neighbours.
-NEAR_DUPLICATE_NEIGHBOURS = 16
-# HNSW breadth of the duplicate scan's queries: its neighbours are very close (cosine >= 0.9),
-# which a narrow search finds; at 100,000 points it costs 1.3 ms a point against 2.0 at 128.
-NEAR_DUPLICATE_BREADTH = 32
-_SCROLL_PAGE = 256
-# Queries per batch call: the engine plans a batch as one pass over the segments; local mode
-# holds its lock for a whole call, so searches wait behind it no longer than one batch.
-_QUERY_BATCH = 64
 
 # Formats one user calls by two names; the payload holds the file's own extension.
 _FORMAT_ALIASES = [{"jpg", "jpeg", "jpe"}, {"tif", "tiff"}, {"heic", "heif"}]
@@ -291,114 +279,6 @@ class QueryEmbeddingCache:
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"entries": len(self._entries), "hits": self.hits, "misses": self.misses}
-
-
-# ---------------------------------------------------------------- duplicates
-
-
-class ExactDuplicate(BaseModel):
-    id: str
-    paths: list[str]
-
-
-class Duplicates(BaseModel):
-    exact: list[list[str]] = Field(description="One group per content held by several paths.")
-    near: list[list[str]] = Field(description="Groups of distinct images with cosine >= threshold.")
-    threshold: float
-    exact_groups: list[ExactDuplicate] = Field(default_factory=list)
-    near_groups: list[list[Hit]] = Field(default_factory=list)
-
-
-def exact_duplicates(store: VectorStore, collection: str) -> list[ExactDuplicate]:
-    """Contents stored under more than one path (one point, several `paths`)."""
-    several_paths = Where((MoreValuesThan("paths", 1),))
-    found: list[ExactDuplicate] = []
-    start: str | None = None
-    while True:
-        records, start = store.scroll(
-            collection, where=several_paths, limit=_SCROLL_PAGE, start=start, payload=["paths"]
-        )
-        found += [ExactDuplicate(id=r.id, paths=list(r.payload.get("paths") or [])) for r in records]
-        if start is None:
-            return found
-
-
-def near_duplicate_pairs(
-    store: VectorStore, collection: str, threshold: float, *, neighbours: int = NEAR_DUPLICATE_NEIGHBOURS
-) -> Iterator[tuple[str, str, float]]:
-    """Pairs of points with cosine ≥ threshold, found by the engine's batched neighbour queries.
-
-    Each point's stored vector is the query; its match with itself is dropped here.
-    """
-    for page in store.iter_points(collection, page=_SCROLL_PAGE, payload=False):
-        for start in range(0, len(page), _QUERY_BATCH):
-            batch = [r for r in page[start : start + _QUERY_BATCH] if r.vector is not None]
-            answers = store.query_batch(
-                collection,
-                [r.vector for r in batch],
-                limit=neighbours + 1,
-                score_threshold=threshold,
-                breadth=NEAR_DUPLICATE_BREADTH,
-            )
-            for record, answer in zip(batch, answers, strict=True):
-                for neighbour in answer:
-                    if neighbour.id != record.id and neighbour.score is not None:
-                        yield record.id, neighbour.id, neighbour.score
-
-
-def group_pairs(
-    pairs: Iterator[tuple[str, str, float]],
-) -> tuple[list[list[str]], dict[frozenset[str], float]]:
-    """Connected components of the similarity pairs (union-find), biggest group first."""
-    parent: dict[str, str] = {}
-    scores: dict[frozenset[str], float] = {}
-
-    def root(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b, score in pairs:
-        scores[frozenset((a, b))] = score
-        ra, rb = root(a), root(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    groups: dict[str, list[str]] = {}
-    for x in parent:
-        groups.setdefault(root(x), []).append(x)
-    ordered = [sorted(g) for g in groups.values() if len(g) > 1]
-    ordered.sort(key=lambda g: (-len(g), g[0]))
-    return ordered, scores
-
-
-def find_duplicates(
-    store: VectorStore,
-    collection: str,
-    threshold: float = DEFAULT_NEAR_DUPLICATE_THRESHOLD,
-) -> Duplicates:
-    """Exact duplicates (same bytes, several paths) and near-duplicate groups (cosine ≥ threshold)."""
-    if not 0.0 < threshold <= 1.0:
-        raise ShoeboxError(ErrorCode.VALIDATION, f"threshold must be in (0, 1], got {threshold}")
-    exact = exact_duplicates(store, collection)
-    near, _ = group_pairs(near_duplicate_pairs(store, collection, threshold))
-    near_hits: list[list[Hit]] = []
-    if near:
-        wanted = [pid for group in near for pid in group]
-        by_id: dict[str, Record] = {}
-        for start in range(0, len(wanted), _SCROLL_PAGE):
-            by_id.update({r.id: r for r in store.get(collection, wanted[start : start + _SCROLL_PAGE])})
-        near_hits = [
-            [hit_from_record(by_id[pid], with_score=False) for pid in group if pid in by_id] for group in near
-        ]
-    return Duplicates(
-        exact=[[d.id] for d in exact],
-        near=near,
-        threshold=threshold,
-        exact_groups=exact,
-        near_groups=near_hits,
-    )
 
 
 # ---------------------------------------------------------------- route support

@@ -453,6 +453,8 @@ class Deduper:
             return Stored(ref, Outcome.UNCHANGED if ref.old_sha == ref.sha else Outcome.CACHED)
         if ctx.model_name and (hit := ctx.cache.get(ref.sha, ctx.model_name)) is not None:
             vector, meta = hit
+            if "phash" not in meta:  # cached before the perceptual hash existed: from its thumbnail
+                meta = {**meta, **fingerprint_of_thumbnail(ctx.thumbs_dir, meta.get("thumbnail"), ref.path)}
             return Stored(ref, Outcome.CACHED, vector, meta, ctx.model_name)
         with self._lock:
             self._inflight[ref.sha] = []
@@ -513,11 +515,39 @@ def prepare_one(ctx: JobContext, ref: FileRef) -> Prepared:
         thumb_source = small if max(small.size) >= settings.thumbnail_size else decoded.image
     thumbnail = write_thumbnail(ctx.thumbs_dir, sha, thumb_source, settings.thumbnail_size)
     exif = imaging.read_exif(data, name) or {}
-    meta = content_meta(exif, decoded.width, decoded.height, thumbnail)
+    meta = content_meta(
+        exif, decoded.width, decoded.height, thumbnail, fingerprint_of(thumb_source, ref.path)
+    )
     # Only what is sent stays in memory (and in the budget) until the batch is answered.
     ctx.budget.release(ref.held - len(send.data))
     ref.held, ref.data = len(send.data), None
     return Prepared(ref, send, meta)
+
+
+def fingerprint_of(image: Any, path: str) -> dict[str, Any]:
+    """The perceptual hash and sharpness (duplicate tiers) of the picture already decoded."""
+    from shoebox.imaging import fingerprint
+
+    try:
+        return fingerprint.fingerprint(image)
+    except Exception as exc:  # a fingerprint is a bonus: its failure must not fail the photo
+        log.warning("fingerprint of %s failed: %s", path, exc)
+        return {}
+
+
+def fingerprint_of_thumbnail(thumbs_dir: Path, rel: str | None, path: str) -> dict[str, Any]:
+    """The fingerprint from the stored thumbnail (a 32×32 hash barely changes from 256 px down)."""
+    from PIL import Image
+
+    if not rel:
+        return {}
+    try:
+        with Image.open(thumbs_dir / rel) as img:
+            img.load()
+            return fingerprint_of(img, path)
+    except OSError as exc:
+        log.warning("no thumbnail to fingerprint %s: %s", path, exc)
+        return {}
 
 
 def rendition(image: Any, input_size: int) -> tuple[Any, bytes]:

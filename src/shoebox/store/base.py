@@ -33,6 +33,8 @@ PAYLOAD_INDEXES: dict[str, PayloadIndex] = {
     "folders": "keyword",
     "has_gps": "bool",
     "gps": "geo",
+    # the perceptual hash (imaging.fingerprint): a lookup of the other files of one picture
+    "phash": "keyword",
 }
 # Not indexed: `sha256` (a point's id is derived from it) and `paths` (only counted, by the
 # exact-duplicate scan): two keyword indexes of one value per point that halved the time to
@@ -268,9 +270,9 @@ class VectorStore(abc.ABC):
         offset: int = 0,
         where: Where | None = None,
         score_threshold: float | None = None,
-        with_payload: bool = True,
+        with_payload: bool | list[str] = True,
     ) -> list[Record]:
-        """Nearest points by cosine similarity, filtered and paged inside the engine."""
+        """Nearest points by cosine similarity, filtered and paged inside the engine (payload: all, none, or these keys)."""
 
     @abc.abstractmethod
     def query_batch(
@@ -315,7 +317,9 @@ class VectorStore(abc.ABC):
         records, _ = self.scroll(name, limit=limit, start=start)
         return records
 
-    def iter_points(self, name: str, *, page: int = 256, payload: bool = True) -> Iterator[list[Record]]:
+    def iter_points(
+        self, name: str, *, page: int = 256, payload: bool | list[str] = True
+    ) -> Iterator[list[Record]]:
         """Every point with its vector (and payload), a page at a time (export, duplicate scan)."""
         start: str | None = None
         while True:

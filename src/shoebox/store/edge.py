@@ -482,7 +482,7 @@ class EdgeStore(VectorStore):
         offset: int = 0,
         where: Where | None = None,
         score_threshold: float | None = None,
-        with_payload: bool = True,
+        with_payload: bool | list[str] = True,
     ) -> list[Record]:
         coll = self._need(name)
         request = qe.QueryRequest(

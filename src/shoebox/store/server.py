@@ -241,7 +241,7 @@ class ServerStore(VectorStore):
         offset: int = 0,
         where: Where | None = None,
         score_threshold: float | None = None,
-        with_payload: bool = True,
+        with_payload: bool | list[str] = True,
     ) -> list[Record]:
         response = self.client.query_points(
             self._q(name),

@@ -14,6 +14,8 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from shoebox.ingest import duplicates as duplicates_mod
+from shoebox.ingest import query as combined
 from shoebox.ingest import search
 from shoebox.ingest.search import (
     CollectionRef,
@@ -31,6 +33,8 @@ MAX_LIMIT = 1000
 MAX_OFFSET = 100_000
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 CACHE_HEADER = "X-Query-Embedding-Cache"
+# Request bodies read by hand (JSON or multipart), listed in the OpenAPI schema by the app.
+BODY_MODELS = [combined.CombinedQuery]
 
 
 class TextSearchRequest(BaseModel):
@@ -133,6 +137,181 @@ async def search_image(
     return SearchResponse(results=hits, collection_name=ref.name, model_name=model_name)
 
 
+class QueryResponse(SearchResponse):
+    total: int | None = Field(
+        default=None, description="Date sorts: how many candidates were ordered (pages end there)."
+    )
+    sort: combined.Sort = "relevance"
+    score_threshold: float | None = None
+
+
+_QUERY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/CombinedQuery"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["query"],
+                    "properties": {
+                        "query": {"type": "string", "description": "CombinedQuery as JSON."},
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "Photos the terms' image_upload index into, in order.",
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+async def _read_combined(request: Request) -> tuple[combined.CombinedQuery, list[UploadFile]]:
+    """The query from a JSON body, or from the `query` field of a multipart body with its `files`."""
+    content_type = request.headers.get("content-type", "")
+    uploads: list[UploadFile] = []
+    try:
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form(max_files=combined.MAX_UPLOADS, max_fields=4)
+            raw = form.get("query")
+            if not isinstance(raw, str):
+                raise ShoeboxError(
+                    ErrorCode.VALIDATION, "multipart queries carry the JSON in a `query` field"
+                )
+            uploads = [f for f in form.getlist("files") if not isinstance(f, str)]
+            data = json.loads(raw)
+        else:
+            data = json.loads(await request.body())
+    except ShoeboxError:
+        raise
+    except ValueError as exc:
+        raise ShoeboxError(ErrorCode.VALIDATION, f"the query is not valid JSON: {exc}") from exc
+    except Exception as exc:  # Starlette's multipart errors (too many files or fields, a broken body)
+        raise ShoeboxError(ErrorCode.VALIDATION, f"cannot read the multipart body: {exc}") from exc
+    try:
+        body = combined.CombinedQuery.model_validate(data)
+    except ValidationError as exc:
+        raise ShoeboxError(ErrorCode.VALIDATION, f"query: {_errors(exc)}") from None
+    used = body.uploads_used()
+    if used and max(used) >= len(uploads):
+        raise ShoeboxError(
+            ErrorCode.VALIDATION, f"a term names upload {max(used)}, but {len(uploads)} file(s) came"
+        )
+    if len(used) != len(uploads):
+        raise ShoeboxError(ErrorCode.VALIDATION, "every uploaded file must be named by an image_upload term")
+    return body, uploads
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
+    )
+
+
+@router.post("/api/v1/search/query", response_model=QueryResponse, openapi_extra=_QUERY_BODY)
+async def search_query(request: Request, response: Response) -> QueryResponse:
+    """Images ranked by a combined query: weighted texts, stored images and uploads (negative = "not").
+
+    The query vector is the normalised weighted sum of the normalised term embeddings. Hits below
+    `score_threshold` are dropped; `sort` orders by relevance or by date taken (undated last).
+    """
+    body, uploads = await _read_combined(request)
+    try:
+        return await _answer_combined(request, response, body, uploads)
+    finally:
+        for upload in uploads:
+            await upload.close()
+
+
+async def _answer_combined(
+    request: Request, response: Response, body: combined.CombinedQuery, uploads: list[UploadFile]
+) -> QueryResponse:
+    ctx = context(request)
+    ref = await run_in_threadpool(resolve_collection, ctx, body.collection_name)
+    caps = await run_in_threadpool(ctx.ml.capabilities)
+    model_name = caps.model_name if caps else (ref.model_name or "")
+    vectors = await _term_vectors(request, ref, body, uploads, model_name, response)
+    for vector in vectors:
+        _check_model(ref, model_name or None, len(vector))
+    answer = QueryResponse(
+        results=[],
+        collection_name=ref.name,
+        model_name=model_name or None,
+        sort=body.sort,
+        score_threshold=body.score_threshold,
+    )
+    if not ref.exists:
+        return answer
+    vector = combined.combine(vectors, [t.weight for t in body.terms])
+    ranked = await vector_call(
+        combined.rank,
+        ctx.store,
+        ref.name,
+        vector,
+        limit=body.limit,
+        offset=body.offset,
+        filters=body.filters,
+        score_threshold=body.score_threshold,
+        sort=body.sort,
+        top_k=body.top_k,
+    )
+    answer.results, answer.total = ranked.hits, ranked.total
+    return answer
+
+
+async def _term_vectors(
+    request: Request,
+    ref: CollectionRef,
+    body: combined.CombinedQuery,
+    uploads: list[UploadFile],
+    model_name: str,
+    response: Response,
+) -> list[list[float]]:
+    """Each term's embedding: texts from the query cache or one ML call for all the missing ones,
+    stored images from the store, uploads from the ML service."""
+    ctx = context(request)
+    cache = query_cache(request)
+    texts = {t.text: cache.get(model_name, t.text) for t in body.terms if t.text is not None}
+    missing = [text for text, vector in texts.items() if vector is None]
+    if texts:
+        response.headers[CACHE_HEADER] = "miss" if missing else "hit"
+    if missing:
+        for text, vector in zip(missing, await run_in_threadpool(ctx.ml.embed_texts, missing), strict=True):
+            cache.put(model_name, text, vector)
+            texts[text] = vector
+    by_upload: dict[int, list[float]] = {}
+    for index in sorted(body.uploads_used()):
+        data = await uploads[index].read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise ShoeboxError(
+                ErrorCode.IMAGE_TOO_LARGE, f"upload {index} is larger than {MAX_UPLOAD_BYTES} bytes"
+            )
+        if not data:
+            raise ShoeboxError(ErrorCode.FILE_READ, f"upload {index} is empty")
+        by_upload[index] = await run_in_threadpool(
+            ctx.ml.embed_image, data, uploads[index].filename or "upload"
+        )
+    vectors: list[list[float]] = []
+    for term in body.terms:
+        if term.text is not None:
+            vector = texts[term.text]
+            assert vector is not None
+        elif term.image_upload is not None:
+            vector = by_upload[term.image_upload]
+        else:
+            assert term.image_id is not None
+            if not ref.exists:
+                raise ShoeboxError(
+                    ErrorCode.NOT_FOUND, f"no image {term.image_id} in collection {ref.name!r}"
+                )
+            vector = await vector_call(search.stored_vector, ctx.store, ref.name, term.image_id)
+        vectors.append(vector)
+    return vectors
+
+
 def _parse_filters(raw: str | None) -> search.SearchFilters | None:
     if not raw:
         return None
@@ -156,24 +335,41 @@ async def similar_images(
     ref = await run_in_threadpool(resolve_collection, ctx, collection_name)
     if not ref.exists:
         raise ShoeboxError(ErrorCode.NOT_FOUND, f"no image {point_id} in collection {ref.name!r}")
-    hits = await vector_call(
-        search.search_similar, ctx.store, ref.name, point_id, limit=limit, offset=offset
-    )
+    hits = await vector_call(search.search_similar, ctx.store, ref.name, point_id, limit=limit, offset=offset)
     return SearchResponse(results=hits, collection_name=ref.name, model_name=ref.model_name)
 
 
-@router.get("/api/v1/duplicates", response_model=search.Duplicates)
+@router.get("/api/v1/duplicates", response_model=duplicates_mod.Duplicates)
 async def duplicates(
     request: Request,
     collection_name: str | None = None,
-    threshold: Annotated[float, Query(gt=0.0, le=1.0)] = search.DEFAULT_NEAR_DUPLICATE_THRESHOLD,
-) -> search.Duplicates:
-    """Exact duplicates (one content under several paths) and near-duplicate groups (cosine ≥ threshold)."""
+    threshold: Annotated[
+        float,
+        Query(gt=0.0, le=1.0, description="near: cosine at or above which two photos are near-duplicates."),
+    ] = duplicates_mod.DEFAULT_NEAR_THRESHOLD,
+    phash_distance: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=duplicates_mod.MAX_PHASH_DISTANCE,
+            description="same_picture: the most bits two perceptual hashes (64 bits) may differ by.",
+        ),
+    ] = duplicates_mod.DEFAULT_PHASH_DISTANCE,
+    burst_seconds: Annotated[
+        float, Query(ge=0.0, le=3600.0, description="bursts: the most seconds between two shots of a burst.")
+    ] = duplicates_mod.DEFAULT_BURST_SECONDS,
+    burst_threshold: Annotated[
+        float,
+        Query(gt=0.0, le=1.0, description="bursts: cosine at or above which two shots belong together."),
+    ] = duplicates_mod.DEFAULT_BURST_THRESHOLD,
+) -> duplicates_mod.Duplicates:
+    """Duplicates in tiers: exact (same bytes), same_picture (perceptual hash), near (cosine), bursts."""
     ctx = context(request)
+    params = duplicates_mod.Params(threshold, phash_distance, burst_seconds, burst_threshold)
     ref = await run_in_threadpool(resolve_collection, ctx, collection_name)
     if not ref.exists:
-        return search.Duplicates(exact=[], near=[], threshold=threshold)
-    return await vector_call(search.find_duplicates, ctx.store, ref.name, threshold)
+        return duplicates_mod.empty(params)
+    return await vector_call(duplicates_mod.find_duplicates, ctx.store, ref.name, params)
 
 
 @router.get("/api/v1/search/cache", response_model=QueryCacheStats)
