@@ -34,7 +34,6 @@ from bench.ml import query_texts
 from bench.report import Report, Row
 from bench.services import RssSampler, Workspace, run_ingest_job, running, spawn_ingest, start_ingest
 from shoebox.client import APIError, ShoeboxClient
-from shoebox.ingest.app import OPTIONAL_ROUTERS
 from shoebox.launcher import ServiceProcess
 
 COLLECTION = "bench_search"
@@ -52,9 +51,15 @@ CAMERAS = [
     ("Google", "Pixel 7"),
 ]
 FORMATS = ["jpg"] * 14 + ["heic"] * 4 + ["dng"] * 1 + ["png"] * 1
-# Every 100th point is a near copy (cosine ≈ 0.99) of the one before it, every 500th content is
-# also stored under a second path: the duplicate scan has something to find.
+# Planted duplicates, one of each tier, so the duplicate scan has something to find (the rows check
+# that it finds at least these): every 500th content is also stored under a second path (exact);
+# every 100th point is a near copy (cosine ≈ 0.99, another camera and day) of the one before it
+# (near); every 250th is the previous point re-encoded smaller as PNG: its pHash 2 bits away,
+# cosine ≈ 0.995 (same picture); every 400th starts a burst of 3 shots by one camera 1 s apart,
+# cosine ≈ 0.93 (bursts). Every other pHash is random: different scenes are ~32 bits apart.
 NEAR_COPY_EVERY, SECOND_PATH_EVERY = 100, 500
+SAME_PICTURE_EVERY, SAME_PICTURE_AT = 250, 124
+BURST_EVERY, BURST_AT, BURST_SHOTS = 400, 200, 3
 
 # The filtered search: one folder (a year), a date range in it, two camera makes, a GPS box. On the
 # synthetic payloads it holds for ~1 point in 240 (the year's points all have GPS: i % 15 == 9);
@@ -88,14 +93,22 @@ def synthetic_points(
 ) -> list[tuple[str, list[float], dict[str, Any]]]:
     """Points shaped like the ingest pipeline's: clustered unit vectors and the full payload."""
     rng = np.random.default_rng(start)
+    hash_rng = np.random.default_rng(start + 1)
     centres = np.random.default_rng(7).standard_normal((64, dim)).astype(np.float32)
     vecs = centres[rng.integers(0, 64, count)] + 0.6 * rng.standard_normal((count, dim)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     out = []
     for k in range(count):
         i = start + k
-        if i % NEAR_COPY_EVERY == NEAR_COPY_EVERY - 1 and k > 0:  # a near copy of the previous point
-            vecs[k] = vecs[k - 1] + (0.15 / np.sqrt(dim)) * rng.standard_normal(dim).astype(np.float32)
+        copy_of_previous = {  # noise per dimension (× 1/√dim) for a cosine of 1/√(1 + noise²)
+            "near": 0.15 if i % NEAR_COPY_EVERY == NEAR_COPY_EVERY - 1 else None,
+            "same_picture": 0.1 if i % SAME_PICTURE_EVERY == SAME_PICTURE_AT else None,
+            "burst": 0.4 if BURST_AT < i % BURST_EVERY < BURST_AT + BURST_SHOTS else None,
+        }
+        kind = next((k_ for k_, noise in copy_of_previous.items() if noise is not None), None) if k > 0 else None
+        if kind is not None:
+            noise = copy_of_previous[kind]
+            vecs[k] = vecs[k - 1] + (noise / np.sqrt(dim)) * rng.standard_normal(dim).astype(np.float32)
             vecs[k] /= np.linalg.norm(vecs[k])
         sha = hashlib.sha256(f"bench-point-{i}".encode()).hexdigest()
         year, month = 2010 + i % 15, 1 + (i // 7) % 12
@@ -109,6 +122,17 @@ def synthetic_points(
             folders += [f for f in _ancestors(backup) if f not in folders]
         make, model = CAMERAS[i % len(CAMERAS)]
         ts = time.mktime((year, month, 1 + i % 28, 12, i % 60, 0, 0, 0, -1))
+        phash = f"{int(hash_rng.integers(0, 2**63)) * 2 + int(hash_rng.integers(0, 2)):016x}"
+        width, height = 4000, 3000
+        if kind == "same_picture":  # the previous photo, re-encoded at half size as PNG
+            flipped = int(out[-1][2]["phash"], 16) ^ (1 << (i % 64)) ^ (1 << ((i + 17) % 64))
+            phash, fmt, width, height = f"{flipped:016x}", "png", 2000, 1500
+            path = f"{folder}/IMG_{i:06d}.{fmt}"
+            paths = [path]
+        elif kind == "burst":  # the next shot of the previous point's camera, 1 s later
+            prev = out[-1][2]
+            make, model = prev["camera_make"], prev["camera_model"]
+            ts = prev["taken_ts"] + 1.0
         gps = {"lat": 30 + (i % 2000) / 100, "lon": -10 + (i % 3000) / 100} if i % 3 == 0 else None
         payload: dict[str, Any] = {
             "sha256": sha,
@@ -119,8 +143,8 @@ def synthetic_points(
             "size": 2_000_000 + (i * 7919) % 4_000_000,
             "mtime": ts + 3600,
             "format": fmt,
-            "width": 4000,
-            "height": 3000,
+            "width": width,
+            "height": height,
             "taken_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)),
             "taken_ts": ts,
             "camera_make": make,
@@ -134,6 +158,8 @@ def synthetic_points(
             "orientation": 1,
             "model_name": model_name,
             "thumbnail": f"{sha[:2]}/{sha}.jpg",
+            "phash": phash,
+            "sharpness": float(100 + (i * 37) % 900),
         }
         if gps:
             payload["gps"] = gps
@@ -267,30 +293,60 @@ def load_points(
 def sample_duplicate_scan(
     store: Any, total: int, max_points: int = SAMPLE_POINTS, budget_s: float = SAMPLE_BUDGET_S
 ) -> ScanEstimate:
-    """The scan of `shoebox.ingest.search.find_duplicates` (same calls, same batch sizes) on the first
-    points in id order (ids are content hashes: a random sample), until `max_points` or `budget_s`;
-    the exact-duplicate part (one filtered scroll) runs in full."""
-    from shoebox.ingest import search
+    """The scan of `shoebox.ingest.duplicates.find_duplicates` (the same neighbour queries, batch
+    sizes and payload keys) on the first points in id order (ids are content hashes: a random
+    sample), until `max_points` or `budget_s`; the exact-duplicate part (one filtered scroll) runs
+    in full. The pHash pass over every hash is measured whole by `hash_pass_s`."""
+    from shoebox.ingest import duplicates
 
     t0 = time.monotonic()
-    search.exact_duplicates(store, COLLECTION)
+    duplicates.exact_duplicates(store, COLLECTION)
     exact_s = time.monotonic() - t0
     sampled = pairs = 0
     t0 = time.monotonic()
-    for page in store.iter_points(COLLECTION, page=search._SCROLL_PAGE, payload=False):
-        for s in range(0, len(page), search._QUERY_BATCH):
-            batch = [r.vector for r in page[s : s + search._QUERY_BATCH] if r.vector is not None]
+    pages = store.iter_points(COLLECTION, page=duplicates._SCROLL_PAGE, payload=duplicates._MEMBER_KEYS)
+    for page in pages:
+        for s in range(0, len(page), duplicates._QUERY_BATCH):
+            batch = [r.vector for r in page[s : s + duplicates._QUERY_BATCH] if r.vector is not None]
             answers = store.query_batch(
                 COLLECTION,
                 batch,
-                limit=search.NEAR_DUPLICATE_NEIGHBOURS + 1,
-                score_threshold=search.DEFAULT_NEAR_DUPLICATE_THRESHOLD,
+                limit=duplicates.NEIGHBOURS + 1,
+                score_threshold=min(duplicates.DEFAULT_NEAR_THRESHOLD, duplicates.DEFAULT_BURST_THRESHOLD),
+                breadth=duplicates.BREADTH,
             )
             pairs += sum(max(0, len(a) - 1) for a in answers)
             sampled += len(batch)
             if sampled >= max_points or time.monotonic() - t0 > budget_s:
                 return ScanEstimate(total, sampled, time.monotonic() - t0, exact_s, pairs)
     return ScanEstimate(total, sampled, time.monotonic() - t0, exact_s, pairs)
+
+
+def hash_pass_s(count: int, seed: int = 5) -> tuple[float, int]:
+    """The same-picture tier's own work on `count` random hashes with a planted copy every
+    SAME_PICTURE_EVERY: `close_pairs` at the default distance. Returns (seconds, pairs found)."""
+    from shoebox.imaging.fingerprint import close_pairs, hashes_to_array
+    from shoebox.ingest.duplicates import DEFAULT_PHASH_DISTANCE
+
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 2**63, count, dtype=np.int64).astype(np.uint64) * np.uint64(2)
+    for i in range(SAME_PICTURE_AT, count, SAME_PICTURE_EVERY):
+        values[i] = values[i - 1] ^ np.uint64(0b101)
+    hashes = hashes_to_array([f"{int(v):016x}" for v in values])
+    t0 = time.perf_counter()
+    pairs = close_pairs(hashes, DEFAULT_PHASH_DISTANCE)
+    return time.perf_counter() - t0, len(pairs)
+
+
+def planted(start: int, count: int) -> dict[str, int]:
+    """How many groups of each tier `synthetic_points` plants among points start … start + count."""
+    ids = range(start, start + count)
+    return {
+        "exact": sum(i % SECOND_PATH_EVERY == SECOND_PATH_EVERY // 2 for i in ids),
+        "near": sum(i % NEAR_COPY_EVERY == NEAR_COPY_EVERY - 1 for i in ids),
+        "same_picture": sum(i % SAME_PICTURE_EVERY == SAME_PICTURE_AT for i in ids),
+        "bursts": sum(i % BURST_EVERY == BURST_AT + 1 for i in ids),
+    }
 
 
 # ---------------------------------------------------------------- the service
@@ -455,7 +511,7 @@ def _stopping(rss: RssSampler) -> Iterator[RssSampler]:
 def import_time(backend: str) -> float:
     """Seconds a fresh interpreter takes to import what the ingestion service imports before it serves."""
     store = "shoebox.store.edge" if backend == "edge" else "shoebox.store.server"
-    modules = ["shoebox.ingest.__main__", *OPTIONAL_ROUTERS, store]
+    modules = ["shoebox.ingest.__main__", "shoebox.ingest.app", store]
     t0 = time.monotonic()
     subprocess.run([sys.executable, "-c", "import " + ", ".join(modules)], check=True)
     return time.monotonic() - t0

@@ -213,6 +213,7 @@ def test_demo_runs_the_main_job_with_the_test_model_fallback(tmp_path):
         SHOEBOX_SAFE_CLIP_BATCH="8",
         SHOEBOX_PROBE_CACHE_DIR=str(tmp_path / "probe"),
         SHOEBOX_URL=f"http://127.0.0.1:{free_port()}",
+        COLUMNS="250",  # wide enough that no path in the tables is folded
     )
     result = subprocess.run(
         [sys.executable, "-m", "shoebox.cli", "demo", "--query", "a beach", "--limit", "3"],
@@ -223,7 +224,11 @@ def test_demo_runs_the_main_job_with_the_test_model_fallback(tmp_path):
     assert "RANDOM TEST MODEL" in result.stderr
     assert "completed" in result.stdout
     assert "“a beach”" in result.stdout
-    assert "same bytes:" in result.stdout and "IMG_0412.jpg" in result.stdout  # the sample's exact copy
+    # The sample's exact copy (one content, two paths) and its resized copy, in their tiers.
+    exact = result.stdout.split("exact duplicates", 1)[1].split("the same picture", 1)[0]
+    assert "1 groups" in exact and "IMG_0412.jpg" in exact
+    same_picture = result.stdout.split("the same picture", 1)[1].split("bursts", 1)[0]
+    assert "DSC_1022_small.jpg" in same_picture
 
 
 def _start_up(tiny_model_dir: Path, tmp_path: Path, port: int, *args: str) -> tuple[subprocess.Popen, list[str]]:

@@ -236,7 +236,8 @@ def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     """Distinct values ascending; where each one's run starts in `order` and its length; `order`."""
     order = np.argsort(values, kind="stable")
     ordered = values[order]
-    run_start = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    # No values, no runs: a leading True would start one at index 0 of an empty array.
+    run_start = np.flatnonzero(np.concatenate(([values.size > 0], ordered[1:] != ordered[:-1])))
     run_size = np.diff(np.append(run_start, values.size))
     return ordered[run_start], run_start, run_size, order
 

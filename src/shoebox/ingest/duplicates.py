@@ -11,7 +11,8 @@
 
 Each pair of distinct photos lands in the first tier it qualifies for, in the order
 same_picture → bursts → near, and each tier's groups are the connected components of its pairs.
-A near group therefore never repeats a same_picture group or a burst. The embedding pairs come
+In the tiers below it, a group stands as one photo, its copy to keep: a near group therefore never
+lists two copies of one picture or two shots of one burst. The embedding pairs come
 from one batched neighbour search per photo inside the engine; the hash pairs from an exact
 multi-index search over the hashes, in memory (64 bits a photo: 4 MB at 500,000 photos).
 
@@ -321,6 +322,28 @@ def _group(ids: list[str], payloads: dict[str, dict[str, Any]], order: Any, **ex
     return Group(members=members, keep=best.id, keep_path=best.path, **extra)
 
 
+def _stand_ins(tier: list[list[str]], groups: list[Group]) -> dict[str, str]:
+    """Each member of a tier's groups -> the id of its group's copy to keep."""
+    return {pid: group.keep for ids, group in zip(tier, groups, strict=True) for pid in ids}
+
+
+def _represented(
+    pairs: Iterable[tuple[str, str, float]] | dict[tuple[str, str], float], stand_in: dict[str, str]
+) -> dict[tuple[str, str], float]:
+    """The pairs with every photo replaced by its stand-in; pairs inside one group vanish, and of
+    the pairs that become one, the closest score stays."""
+    items = pairs.items() if isinstance(pairs, dict) else (((a, b), s) for a, b, s in pairs)
+    out: dict[tuple[str, str], float] = {}
+    for (a, b), score in items:
+        a, b = stand_in.get(a, a), stand_in.get(b, b)
+        if a == b:
+            continue
+        pair = (a, b) if a < b else (b, a)
+        if score > out.get(pair, -2.0):
+            out[pair] = score
+    return out
+
+
 # ---------------------------------------------------------------- the scan
 
 
@@ -360,23 +383,23 @@ def find_duplicates(store: VectorStore, collection: str, params: Params | None =
     seconds["same_picture"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    picture_of = {pid: n for n, group in enumerate(same_picture) for pid in group}
-
-    def together(a: str, b: str, group_of: dict[str, int]) -> bool:
-        return a in group_of and group_of.get(b) == group_of[a]
-
-    embedding_pairs = [(a, b, s) for a, b, s in embedding_pairs if not together(a, b, picture_of)]
+    # A group of a tier above stands in the tiers below as one photo, its copy to keep: a near
+    # group never lists two copies of one picture or two shots of one burst, and a photo that
+    # looks like a burst is shown next to the burst's best shot.
+    picture_groups = [_group(g, payloads, keep_order) for g in same_picture]
+    embedding_pairs = _represented(embedding_pairs, _stand_ins(same_picture, picture_groups))
     burst_pairs = {
-        (a, b): score
-        for a, b, score in embedding_pairs
-        if score >= params.burst_threshold and _is_burst(payloads[a], payloads[b], params.burst_seconds)
+        pair: score
+        for pair, score in embedding_pairs.items()
+        if score >= params.burst_threshold and _is_burst(payloads[pair[0]], payloads[pair[1]], params.burst_seconds)
     }
     bursts = group_pairs(burst_pairs)
-    burst_of = {pid: n for n, group in enumerate(bursts) for pid in group}
+    burst_groups = [_group(g, payloads, _burst_order) for g in bursts]
+    rest = {pair: score for pair, score in embedding_pairs.items() if pair not in burst_pairs}
     near_pairs = {
-        (a, b): score
-        for a, b, score in embedding_pairs
-        if score >= params.threshold and (a, b) not in burst_pairs and not together(a, b, burst_of)
+        pair: score
+        for pair, score in _represented(rest, _stand_ins(bursts, burst_groups)).items()
+        if score >= params.threshold
     }
     near = group_pairs(near_pairs)
     seconds["near_and_bursts"] = time.perf_counter() - started
@@ -397,16 +420,16 @@ def find_duplicates(store: VectorStore, collection: str, params: Params | None =
     groups = TierGroups(
         exact=[_exact_group(r) for r in exact],
         same_picture=[
-            _group(g, payloads, keep_order, max_distance=d)
-            for g, d in zip(same_picture, worst(distance_of, same_picture, max), strict=True)
+            g.model_copy(update={"max_distance": d})
+            for g, d in zip(picture_groups, worst(distance_of, same_picture, max), strict=True)
         ],
         near=[
             _group(g, payloads, keep_order, min_score=s)
             for g, s in zip(near, worst(near_pairs, near, min), strict=True)
         ],
         bursts=[
-            _group(g, payloads, _burst_order, min_score=s, seconds=span(g))
-            for g, s in zip(bursts, worst(burst_pairs, bursts, min), strict=True)
+            g.model_copy(update={"min_score": s, "seconds": span(ids)})
+            for g, ids, s in zip(burst_groups, bursts, worst(burst_pairs, bursts, min), strict=True)
         ],
     )
     return Duplicates(
