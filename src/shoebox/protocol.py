@@ -34,6 +34,8 @@ class ErrorCode(str, Enum):
     MODEL_MISMATCH = "ERR_MODEL_MISMATCH"
     # A job-level warning, never a file's failure: known files vanished in bulk and were kept offline.
     FILES_OFFLINE = "ERR_FILES_OFFLINE"
+    # A request named a model the ML service does not host.
+    MODEL_NOT_FOUND = "ERR_MODEL_NOT_FOUND"
 
 
 # The HTTP status each code answers with when it is a whole-request error.
@@ -57,6 +59,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.CONFLICT: 409,
     ErrorCode.MODEL_MISMATCH: 409,
     ErrorCode.FILES_OFFLINE: 409,
+    ErrorCode.MODEL_NOT_FOUND: 404,
 }
 
 
@@ -83,7 +86,30 @@ class ItemError(BaseModel):
 # ---------------------------------------------------------------- ML service
 
 
+class ModelInfo(BaseModel):
+    """One model an ML service hosts, with its own lane (scheduler, queue and safe batch)."""
+
+    model_name: str
+    model_id: str = Field(description="<model_name>@<digest>: the model by content (what collections record).")
+    family: str = "openclip"
+    multilingual: bool = False
+    embedding_dim: int
+    input_size: int = 224
+    safe_clip_batch: int
+    device: str
+    dtype: str
+    test_model: bool = False
+    default: bool = False
+    queue_depth: int = 0
+    throughput_img_s: float | None = None
+    memory_mb: float | None = Field(
+        default=None, description="Host memory the process grew by while loading this model (MiB)."
+    )
+
+
 class Capabilities(BaseModel):
+    """API.md's fields describe the default model (the first of SHOEBOX_MODELS); `models` lists all."""
+
     safe_clip_batch: int
     max_batch: int
     model_name: str
@@ -97,11 +123,57 @@ class Capabilities(BaseModel):
     test_model: bool = False
     input_size: int = 224
     throughput_img_s: float | None = None
+    model_id: str = ""
+    models: list[ModelInfo] = Field(default_factory=list)
+
+    def model(self, name: str | None) -> ModelInfo | None:
+        """The hosted model `name` names (its id, or its name when that is unambiguous); None = default."""
+        if not self.models:  # a service older than several models: only its one model
+            if name is None or name in (self.model_id, self.model_name):
+                return ModelInfo(
+                    model_name=self.model_name,
+                    model_id=self.model_id or self.model_name,
+                    embedding_dim=self.embedding_dim,
+                    input_size=self.input_size,
+                    safe_clip_batch=self.safe_clip_batch,
+                    device=self.device,
+                    dtype=self.dtype,
+                    test_model=self.test_model,
+                    default=True,
+                    throughput_img_s=self.throughput_img_s,
+                )
+            return None
+        if name is None:
+            return next((m for m in self.models if m.default), self.models[0])
+        return find_model(self.models, name)
+
+
+def same_model(recorded: str | None, model_id: str | None) -> bool:
+    """Whether a recorded model (a collection's, a point's) is `model_id`. Libraries of earlier
+    versions recorded the bare name (no `@digest`): that matches any model of the name."""
+    if not recorded or not model_id:
+        return True
+    if recorded == model_id:
+        return True
+    return "@" not in recorded and model_id.split("@", 1)[0] == recorded
+
+
+def find_model(models: list[ModelInfo], name: str) -> ModelInfo | None:
+    """By id first; by name only when one hosted model has it (two exports of one name need the id)."""
+    for m in models:
+        if m.model_id == name:
+            return m
+    named = [m for m in models if m.model_name == name or m.model_name.split(":", 1)[-1] == name]
+    return named[0] if len(named) == 1 else None
 
 
 class TextEmbedRequest(BaseModel):
     text: str | None = None
     texts: list[str] | None = None
+    model: str | None = Field(default=None, description="A hosted model's id or name; default: the first.")
+    language: str | None = Field(
+        default=None, description="The texts' language (ISO 639-1 or FLORES-200), for models that take it."
+    )
 
 
 class ImageIn(BaseModel):
@@ -112,11 +184,13 @@ class ImageIn(BaseModel):
 
 class BatchRequest(BaseModel):
     images: list[ImageIn]
+    model: str | None = None
 
 
 class SingleEmbedRequest(BaseModel):
     image_base64: str
     filename: str = ""
+    model: str | None = None
 
 
 class Item(BaseModel):
@@ -133,6 +207,7 @@ class BatchResponse(BaseModel):
     results: list[Item]
     model_name: str
     device_used: str
+    model_id: str = ""
 
 
 # ---------------------------------------------------------------- ingestion service

@@ -26,8 +26,8 @@ class WideFakeML(FakeML):
     def capabilities(self, timeout: float = 3.0) -> Capabilities:
         return super().capabilities(timeout).model_copy(update={"embedding_dim": WIDE})
 
-    def embed_batch(self, files, *, should_stop=None):  # type: ignore[no-untyped-def]
-        items, model = super().embed_batch(files, should_stop=should_stop)
+    def embed_batch(self, files, *, should_stop=None, model=None):  # type: ignore[no-untyped-def]
+        items, model = super().embed_batch(files, should_stop=should_stop, model=model)
         rng = np.random.default_rng(len(items))
         wide = [
             Item(**{**item.model_dump(), "embedding": list(rng.normal(size=WIDE))}) for item in items

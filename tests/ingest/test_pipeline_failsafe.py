@@ -55,11 +55,15 @@ class FakeML:
             input_size=32,
         )
 
-    def batch_size(self) -> int:
+    def batch_size(self, model: str | None = None) -> int:
         return 4
 
     def embed_batch(
-        self, files: list[BatchFile], *, should_stop: Callable[[], bool] | None = None
+        self,
+        files: list[BatchFile],
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        model: str | None = None,
     ) -> tuple[list[Item], str]:
         self.calls += 1
         if self.mode == "raise":

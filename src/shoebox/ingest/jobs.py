@@ -91,14 +91,16 @@ class JobRunner:
         rec = self.catalog.get_collection(collection)
         if rec is not None and rec.model_name:
             caps = self.ml.capabilities(timeout=3.0)
-            if caps is not None and caps.model_name != rec.model_name:
+            if caps is not None and caps.model(rec.model_name) is None:
+                hosted = [m.model_id for m in caps.models] or [caps.model_id or caps.model_name]
                 raise ShoeboxError(
                     ErrorCode.MODEL_MISMATCH,
                     f"collection {collection!r} was built with model {rec.model_name!r} "
-                    f"but the ML service serves {caps.model_name!r}: embeddings of different models "
-                    "cannot be mixed; use another collection or the original model",
+                    f"but the ML service hosts {', '.join(hosted)}: embeddings of different models "
+                    "cannot be mixed; use another collection, host that model, or migrate the collection",
                     collection_model=rec.model_name,
-                    ml_model=caps.model_name,
+                    ml_model=caps.model_id or caps.model_name,
+                    ml_models=hosted,
                 )
         if rec is None:
             self.catalog.add_collection(collection)

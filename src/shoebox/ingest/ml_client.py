@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from shoebox.ingest.config import IngestSettings
-from shoebox.protocol import Capabilities, ErrorCode, Item, ShoeboxError
+from shoebox.protocol import Capabilities, ErrorCode, Item, ModelInfo, ShoeboxError
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +81,12 @@ class MLClient:
         _raise_for_error(r)
         caps = Capabilities.model_validate(r.json())
         with self._lock:
-            if ep.capabilities and ep.capabilities.model_name != caps.model_name:
+            if ep.capabilities and _hosted(ep.capabilities) != _hosted(caps):
                 log.warning(
-                    "ML service %s now serves %s (was %s)",
+                    "ML service %s now hosts %s (was %s)",
                     ep.url,
-                    caps.model_name,
-                    ep.capabilities.model_name,
+                    ", ".join(sorted(_hosted(caps))),
+                    ", ".join(sorted(_hosted(ep.capabilities))),
                 )
             ep.capabilities, ep.stale, ep.healthy = caps, False, True
         return caps
@@ -109,8 +109,23 @@ class MLClient:
                 return ep.capabilities
         return None
 
-    def batch_size(self) -> int:
-        caps = [ep.capabilities.safe_clip_batch for ep in self._endpoints if ep.capabilities]
+    def model_info(self, model: str | None = None, *, timeout: float = 3.0) -> ModelInfo | None:
+        """What a reachable ML service says of `model` (None: its default model); None when no
+        reachable service hosts it."""
+        for ep in self._by_load():
+            try:
+                caps = ep.capabilities if ep.capabilities and not ep.stale else self._fetch_capabilities(ep, timeout)
+            except (httpx.HTTPError, ShoeboxError, ValueError):
+                self._mark_failed(ep)
+                continue
+            info = caps.model(model)
+            if info is not None:
+                return info
+        return None
+
+    def batch_size(self, model: str | None = None) -> int:
+        known = [ep.capabilities.model(model) for ep in self._endpoints if ep.capabilities]
+        caps = [info.safe_clip_batch for info in known if info is not None]
         safe = min(caps) if caps else self.settings.ml_inference_batch_size
         return max(1, min(self.settings.ml_inference_batch_size, safe))
 
@@ -133,9 +148,18 @@ class MLClient:
 
     # ------------------------------------------------------------ endpoint choice
 
-    def _by_load(self) -> list[_Endpoint]:
+    def _by_load(self, model: str | None = None) -> list[_Endpoint]:
+        """Healthy and least busy first; with `model`, the endpoints known not to host it last."""
         with self._lock:
-            return sorted(self._endpoints, key=lambda e: (not e.healthy, e.inflight, e.failed_at))
+            return sorted(
+                self._endpoints,
+                key=lambda e: (
+                    model is not None and e.capabilities is not None and e.capabilities.model(model) is None,
+                    not e.healthy,
+                    e.inflight,
+                    e.failed_at,
+                ),
+            )
 
     def _mark_failed(self, ep: _Endpoint) -> None:
         with self._lock:
@@ -149,12 +173,13 @@ class MLClient:
         *,
         unavailable_after: float,
         should_stop: Callable[[], bool] | None = None,
+        model: str | None = None,
     ) -> httpx.Response:
         attempt = _Attempt()
         while True:
             if should_stop and should_stop():
                 raise ShoeboxError(ErrorCode.CANCELLED, "stopped while waiting for the ML service")
-            ep = self._by_load()[0]
+            ep = self._by_load(model)[0]
             try:
                 if ep.stale:
                     self._fetch_capabilities(ep)
@@ -189,9 +214,14 @@ class MLClient:
                 attempt.delay = min(attempt.delay * 2, MAX_BACKOFF_S)
 
     def embed_batch(
-        self, files: list[BatchFile], *, should_stop: Callable[[], bool] | None = None
+        self,
+        files: list[BatchFile],
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        model: str | None = None,
     ) -> tuple[list[Item], str]:
-        """Embed a batch (multipart); returns the items (same order) and the model name that made them."""
+        """Embed a batch (multipart) with `model` (None: the service's default); returns the items
+        (same order) and the id (else the name) of the model that made them."""
 
         def call(ep: _Endpoint) -> httpx.Response:
             parts = [
@@ -199,11 +229,14 @@ class MLClient:
             ]
             ids = json.dumps([f.unique_id for f in files])
             return self._http.post(
-                ep.url + "/api/v1/batch_embed_and_caption_multipart", files=parts, data={"unique_ids": ids}
+                ep.url + "/api/v1/batch_embed_and_caption_multipart",
+                params=_model_param(model),
+                files=parts,
+                data={"unique_ids": ids},
             )
 
         r = self._with_retries(
-            call, unavailable_after=self.settings.ml_unavailable_timeout_s, should_stop=should_stop
+            call, unavailable_after=self.settings.ml_unavailable_timeout_s, should_stop=should_stop, model=model
         )
         _raise_for_error(r)
         body = r.json()
@@ -222,52 +255,67 @@ class MLClient:
             )
             for f in files
         ]
-        return items, body.get("model_name", "")
+        return items, body.get("model_id") or body.get("model_name", "")
 
-    def embed_text(self, text: str) -> list[float]:
+    def embed_text(self, text: str, *, model: str | None = None, language: str | None = None) -> list[float]:
         """Embed a search query (the ML service's priority lane); fails fast when no ML answers."""
+        return self.embed_texts([text], model=model, language=language)[0]
+
+    def embed_texts(
+        self, texts: list[str], *, model: str | None = None, language: str | None = None
+    ) -> list[list[float]]:
+        """Embed query texts in one call (a combined query's terms), in order, with `model`."""
+        body: dict[str, object] = {"text": texts[0]} if len(texts) == 1 else {"texts": texts}
+        if model is not None:
+            body["model"] = model
+        if language is not None:
+            body["language"] = language
         r = self._with_retries(
-            lambda ep: self._http.post(ep.url + "/api/v1/embed_text", json={"text": text}, timeout=30.0),
+            lambda ep: self._http.post(ep.url + "/api/v1/embed_text", json=body, timeout=30.0),
             unavailable_after=min(5.0, self.settings.ml_unavailable_timeout_s),
+            model=model,
         )
         _raise_for_error(r)
-        return list(r.json()["embedding"])
-
-    def embed_texts(self, texts: list[str]) -> list[list[float]]:
-        """Embed several query texts in one call (a combined query's terms), in order."""
+        answer = r.json()
         if len(texts) == 1:
-            return [self.embed_text(texts[0])]
-        r = self._with_retries(
-            lambda ep: self._http.post(ep.url + "/api/v1/embed_text", json={"texts": texts}, timeout=30.0),
-            unavailable_after=min(5.0, self.settings.ml_unavailable_timeout_s),
-        )
-        _raise_for_error(r)
-        return [list(e) for e in r.json()["embeddings"]]
+            return [list(answer["embedding"])]
+        return [list(e) for e in answer["embeddings"]]
 
-    def embed_image(self, data: bytes, filename: str) -> list[float]:
+    def embed_image(self, data: bytes, filename: str, *, model: str | None = None) -> list[float]:
         """Embed one uploaded image (any supported format, RAW included) for search by image."""
-        items, _ = self._embed_one(data, filename)
+        items, _ = self._embed_one(data, filename, model)
         item = items[0]
         if item.error is not None:
             raise ShoeboxError(item.error.code, item.error.message)
         assert item.embedding is not None
         return list(item.embedding)
 
-    def _embed_one(self, data: bytes, filename: str) -> tuple[list[Item], str]:
+    def _embed_one(self, data: bytes, filename: str, model: str | None) -> tuple[list[Item], str]:
         f = BatchFile("query", filename or "upload", data)
 
         def call(ep: _Endpoint) -> httpx.Response:
             return self._http.post(
                 ep.url + "/api/v1/batch_embed_and_caption_multipart",
+                params=_model_param(model),
                 files=[("files", (f.filename, f.data, _content_type(f.filename)))],
                 data={"unique_ids": json.dumps([f.unique_id])},
                 timeout=60.0,
             )
 
-        r = self._with_retries(call, unavailable_after=min(10.0, self.settings.ml_unavailable_timeout_s))
+        r = self._with_retries(
+            call, unavailable_after=min(10.0, self.settings.ml_unavailable_timeout_s), model=model
+        )
         _raise_for_error(r)
         body = r.json()
-        return [Item.model_validate(i) for i in body["results"]], body.get("model_name", "")
+        return [Item.model_validate(i) for i in body["results"]], body.get("model_id") or body.get("model_name", "")
+
+
+def _model_param(model: str | None) -> dict[str, str]:
+    return {"model": model} if model else {}
+
+
+def _hosted(caps: Capabilities) -> set[str]:
+    return {m.model_id for m in caps.models} if caps.models else {caps.model_id or caps.model_name}
 
 
 def _content_type(filename: str) -> str:

@@ -139,15 +139,17 @@ class IngestPipeline:
             from shoebox import imaging
 
             return sorted(imaging.IMAGE_EXTENSIONS | imaging.RAW_EXTENSIONS)
-        ctx.input_size = caps.input_size
-        if rec and rec.model_name and rec.model_name != caps.model_name:
+        info = caps.model(rec.model_name if rec and rec.model_name else None)
+        if info is None:
+            hosted = ", ".join(m.model_id for m in caps.models) or caps.model_name
             ctx.log(
-                f"refused: collection {ctx.collection!r} was built with {rec.model_name!r}, "
-                f"the ML service serves {caps.model_name!r}; never mixing embedding spaces"
+                f"refused: collection {ctx.collection!r} was built with {rec.model_name!r} "
+                f"and the ML service hosts {hosted}; never mixing embedding spaces"
             )
             return None
-        ctx.model_name = caps.model_name
-        ctx.embedding_dim = ctx.embedding_dim or caps.embedding_dim
+        ctx.input_size = info.input_size
+        ctx.model_name = info.model_id
+        ctx.embedding_dim = ctx.embedding_dim or info.embedding_dim
         return list(caps.image_formats) + list(caps.raw_formats)
 
     # ------------------------------------------------------------ the books

@@ -45,7 +45,7 @@ from shoebox.ingest.config import IngestSettings
 from shoebox.ingest.metadata import build_payload, content_meta, with_paths
 from shoebox.ingest.ml_client import BatchFile, MLClient
 from shoebox.ingest.scan import FolderScanner
-from shoebox.protocol import ErrorCode, Item, Outcome, ShoeboxError
+from shoebox.protocol import ErrorCode, Item, Outcome, ShoeboxError, same_model
 from shoebox.store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -242,6 +242,8 @@ class JobContext:
     crashed: threading.Event = field(default_factory=threading.Event)  # set by `fail_job`
     ml_down: threading.Event = field(default_factory=threading.Event)
     tracker: Tracker = field(default_factory=Tracker)
+    # The collection's model by identity (`name@digest`, shoebox.ml.models.identity): what the
+    # catalog, the points' payloads and the embedding cache record, and what each request names.
     model_name: str | None = None
     embedding_dim: int | None = None
     input_size: int = 224
@@ -279,11 +281,14 @@ class JobContext:
     def check_model(self, model_name: str, dim: int) -> None:
         """The first answer fixes a new collection's model; another model later fails the job."""
         with self._lock:
-            if self.model_name is None:
-                self.model_name = model_name
+            if self.model_name is None or (model_name and "@" not in self.model_name):
+                # A new collection takes the answering model; one recorded by bare name (an
+                # earlier version) its identity, when it is that name.
+                if same_model(self.model_name, model_name):
+                    self.model_name = model_name or self.model_name
             if self.embedding_dim is None:
                 self.embedding_dim = dim
-            same = (not model_name or model_name == self.model_name) and dim == self.embedding_dim
+            same = same_model(self.model_name, model_name) and dim == self.embedding_dim
         if not same:
             self.ml_down.set()
             self.fail_job(
@@ -448,7 +453,8 @@ class Deduper:
                 return FOLLOWER
         existing = ctx.store.retrieve(ctx.collection, [ref.sha]).get(ref.sha)
         if existing is not None and (
-            ctx.model_name is None or existing.payload.get("model_name") == ctx.model_name
+            ctx.model_name is None
+            or ((recorded := existing.payload.get("model_name")) and same_model(recorded, ctx.model_name))
         ):
             return Stored(ref, Outcome.UNCHANGED if ref.old_sha == ref.sha else Outcome.CACHED)
         if ctx.model_name and (hit := ctx.cache.get(ref.sha, ctx.model_name)) is not None:
@@ -658,7 +664,7 @@ def embed_stage(ctx: JobContext, inp: Pipe, results: Pipe) -> None:
                 pending.append(item)
             if not reap(block=False):
                 return
-            size = ctx.ml.batch_size()
+            size = ctx.ml.batch_size(ctx.model_name)
             while pending and (len(pending) >= size or item is EMPTY or finished):
                 batch, pending = pending[:size], pending[size:]
                 while len(running) >= limit:
@@ -680,7 +686,9 @@ def send_batch(ctx: JobContext, batch: list[Prepared]) -> list[Any]:
         return [Failed(p.ref, ErrorCode.ML_UNAVAILABLE, "ML service unavailable") for p in batch]
     try:
         items, model_name = ctx.ml.embed_batch(
-            [p.send for p in batch], should_stop=lambda: ctx.stopping() or ctx.ml_down.is_set()
+            [p.send for p in batch],
+            should_stop=lambda: ctx.stopping() or ctx.ml_down.is_set(),
+            model=ctx.model_name,
         )
     except ShoeboxError as exc:
         if exc.code == ErrorCode.CANCELLED and not ctx.ml_down.is_set():
@@ -848,7 +856,10 @@ class StoreStage:
         ctx = self.ctx
         ctx.store.ensure_collection(ctx.collection, dim)
         rec = ctx.catalog.get_collection(ctx.collection)
-        if rec is None or rec.model_name is None:
+        recorded = rec.model_name if rec else None
+        # A new collection records its model; one recorded by bare name (an earlier version) gets
+        # the identity of the model that turned out to be that name.
+        if recorded is None or (recorded != model_name and "@" not in recorded and same_model(recorded, model_name)):
             ctx.catalog.set_collection_model(ctx.collection, model_name, dim)
         self._collection_ready = True
 

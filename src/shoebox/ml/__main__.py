@@ -29,11 +29,18 @@ def main(argv: list[str] | None = None) -> int:
     # Find (or download) the model before the server starts, so a missing one is one clear line
     # and a non-zero exit instead of a startup traceback.
     try:
-        model_dir = resolve_model_dir(settings)
+        model_dirs = [resolve_model_dir(settings, entry) for entry in settings.model_entries()]
     except ModelUnavailableError as exc:
         print(f"shoebox-ml: error: {exc.message}", file=sys.stderr)
         return 2
-    settings = settings.model_copy(update={"model_dir": model_dir, "host": args.host, "port": args.port})
+    settings = settings.model_copy(
+        update={
+            "model_dir": model_dirs[0],
+            "models": ",".join(str(d) for d in model_dirs),
+            "host": args.host,
+            "port": args.port,
+        }
+    )
 
     from shoebox.ml.app import create_app
 

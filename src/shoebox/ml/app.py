@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -39,9 +40,11 @@ from shoebox.protocol import (
     Capabilities,
     ErrorCode,
     Item,
+    ModelInfo,
     ShoeboxError,
     SingleEmbedRequest,
     TextEmbedRequest,
+    find_model,
 )
 
 log = logging.getLogger(__name__)
@@ -60,22 +63,32 @@ class MLCapabilities(Capabilities):
     probe_source: str = ""
 
 
-@dataclass
-class MLRuntime:
-    """Everything the endpoints need, built by the lifespan and kept in `app.state.ml`."""
+def _rss_bytes() -> int:
+    try:
+        import psutil
 
-    settings: MLSettings
+        return int(psutil.Process().memory_info().rss)
+    except Exception:  # noqa: BLE001 - psutil is optional: memory is then not accounted
+        return 0
+
+
+@dataclass
+class ModelLane:
+    """One hosted model and what is its own: its scheduler (queue, batching, worker thread), its
+    measured safe batch, and the memory its loading took."""
+
     model: ClipModel
     probe: ProbeResult
     scheduler: InferenceScheduler
-    decode_pool: ThreadPoolExecutor
-    captioner: Captioner = field(default_factory=NoCaptioner)
+    memory_bytes: int = 0
 
     @classmethod
-    def start(cls, settings: MLSettings) -> MLRuntime:
-        model_dir = resolve_model_dir(settings)
+    def start(cls, model_dir: Path, settings: MLSettings) -> ModelLane:
+        before = _rss_bytes()
         model = ClipModel(model_dir, settings.device, settings.intra_op_threads)
         model.load()
+        grown = max(0, _rss_bytes() - before)
+        _ = model.model_id  # hashed now (once per change), not on the first request
         probe = measure_safe_batch(model, settings)
         scheduler = InferenceScheduler(
             model,
@@ -83,67 +96,159 @@ class MLRuntime:
             max_queue=settings.max_queue,
             batch_max_wait_ms=settings.batch_max_wait_ms,
             throughput_img_s=probe.throughput_img_s,
-            name=f"inference-{model.device}",
+            name=f"inference-{model.device}-{model.model_name[:24]}",
         )
         scheduler.start()
+        return cls(model, probe, scheduler, grown)
+
+    def info(self, default: bool) -> ModelInfo:
+        m = self.model
+        return ModelInfo(
+            model_name=m.model_name,
+            model_id=m.model_id,
+            family=getattr(m, "family", "openclip"),
+            multilingual=bool(getattr(m, "multilingual", False)),
+            embedding_dim=m.embedding_dim,
+            input_size=m.input_size,
+            safe_clip_batch=self.probe.safe_clip_batch,
+            device=m.device,
+            dtype=m.dtype,
+            test_model=m.is_test_model,
+            default=default,
+            queue_depth=self.scheduler.queue_depth,
+            throughput_img_s=round(self.scheduler.throughput_img_s, 2) if self.scheduler.throughput_img_s else None,
+            memory_mb=round(self.memory_bytes / 2**20, 1) if self.memory_bytes else None,
+        )
+
+
+@dataclass
+class MLRuntime:
+    """Everything the endpoints need, built by the lifespan and kept in `app.state.ml`.
+
+    `lanes` holds every hosted model, the default first; requests name a model by its id or name.
+    """
+
+    settings: MLSettings
+    lanes: list[ModelLane]
+    decode_pool: ThreadPoolExecutor
+    captioner: Captioner = field(default_factory=NoCaptioner)
+
+    @classmethod
+    def start(cls, settings: MLSettings) -> MLRuntime:
+        lanes: list[ModelLane] = []
+        try:
+            for entry in settings.model_entries():
+                lanes.append(ModelLane.start(resolve_model_dir(settings, entry), settings))
+        except BaseException:
+            for lane in lanes:
+                lane.scheduler.close()
+            raise
+        ids = [lane.model.model_id for lane in lanes]
+        if len(set(ids)) != len(ids):
+            for lane in lanes:
+                lane.scheduler.close()
+            raise ShoeboxError(ErrorCode.VALIDATION, f"SHOEBOX_MODELS lists one model twice: {ids}")
         pool = ThreadPoolExecutor(max(1, settings.decode_workers), thread_name_prefix="decode")
+        for lane in lanes:
+            log.info(
+                "ML service hosts %s (%s) on %s, safe_clip_batch=%d (%s), %.0f MiB",
+                lane.model.model_name,
+                lane.model.model_id,
+                lane.model.device,
+                lane.probe.safe_clip_batch,
+                lane.probe.source,
+                lane.memory_bytes / 2**20,
+            )
         log.info(
-            "ML service ready: %s on %s, safe_clip_batch=%d (%s), max_queue=%d, decode_workers=%d",
-            model.model_name,
-            model.device,
-            probe.safe_clip_batch,
-            probe.source,
+            "ML service ready: %d model(s), default %s, max_queue=%d per model, decode_workers=%d",
+            len(lanes),
+            lanes[0].model.model_name,
             settings.max_queue,
             settings.decode_workers,
         )
-        return cls(settings, model, probe, scheduler, pool)
+        return cls(settings, lanes, pool)
 
     def close(self) -> None:
-        self.scheduler.close()
+        for lane in self.lanes:
+            lane.scheduler.close()
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
 
+    # The default model's parts, for code written when there was one model.
+    @property
+    def model(self) -> ClipModel:
+        return self.lanes[0].model
+
+    @property
+    def scheduler(self) -> InferenceScheduler:
+        return self.lanes[0].scheduler
+
+    @property
+    def probe(self) -> ProbeResult:
+        return self.lanes[0].probe
+
+    def lane(self, name: str | None) -> ModelLane:
+        """The lane of the model `name` names (id, or name when unambiguous); None = the default."""
+        if name is None or name == "":
+            return self.lanes[0]
+        infos = [lane.info(default=i == 0) for i, lane in enumerate(self.lanes)]
+        found = find_model(infos, name)
+        if found is None:
+            hosted = ", ".join(info.model_id for info in infos)
+            raise ShoeboxError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"this ML service does not host model {name!r} (it hosts: {hosted})",
+                hosted=[info.model_id for info in infos],
+            )
+        return self.lanes[[info.model_id for info in infos].index(found.model_id)]
+
     def capabilities(self) -> MLCapabilities:
+        default = self.lanes[0]
+        infos = [lane.info(default=i == 0) for i, lane in enumerate(self.lanes)]
         return MLCapabilities(
-            safe_clip_batch=self.probe.safe_clip_batch,
+            safe_clip_batch=default.probe.safe_clip_batch,
             max_batch=self.settings.max_batch,
-            model_name=self.model.model_name,
-            embedding_dim=self.model.embedding_dim,
-            device=self.model.device,
-            dtype=self.model.dtype,
+            model_name=default.model.model_name,
+            model_id=default.model.model_id,
+            embedding_dim=default.model.embedding_dim,
+            device=default.model.device,
+            dtype=default.model.dtype,
             image_formats=sorted(ext.lstrip(".") for ext in imaging.IMAGE_EXTENSIONS),
             raw_formats=sorted(ext.lstrip(".") for ext in imaging.RAW_EXTENSIONS),
             captioning=self.captioner.enabled,
             max_queue=self.settings.max_queue,
-            test_model=self.model.is_test_model,
-            input_size=self.model.input_size,
-            throughput_img_s=round(self.scheduler.throughput_img_s, 2)
-            if self.scheduler.throughput_img_s
-            else None,
-            queue_depth=self.scheduler.queue_depth,
-            runtime_version=self.model.runtime_version,
-            probe_source=self.probe.source,
+            test_model=default.model.is_test_model,
+            input_size=default.model.input_size,
+            throughput_img_s=infos[0].throughput_img_s,
+            queue_depth=sum(lane.scheduler.queue_depth for lane in self.lanes),
+            runtime_version=default.model.runtime_version,
+            probe_source=default.probe.source,
+            models=infos,
         )
 
     # -------------------------------------------------------------- images
 
-    def prepare(self, read: Callable[[], bytes], filename: str) -> Prepared:
+    def prepare(self, read: Callable[[], bytes], filename: str, model: ClipModel) -> Prepared:
         """Runs in the decode pool: bytes → original size + the encoder's input tensor."""
         return prepare_image(
             read,
             filename,
-            self.model,
+            model,
             max_pixels=self.settings.max_image_pixels,
             captioner=self.captioner,
         )
 
     async def embed_files(
-        self, files: list[tuple[str, str, Callable[[], bytes]]], ticket: Ticket
+        self, files: list[tuple[str, str, Callable[[], bytes]]], ticket: Ticket, lane: ModelLane | None = None
     ) -> list[Item]:
         """(unique_id, filename, read) per file → one Item per file, in order; errors per item."""
+        lane = lane or self.lanes[0]
         loop = asyncio.get_running_loop()
         with ticket:
             prepared: list[Prepared] = await asyncio.gather(
-                *(loop.run_in_executor(self.decode_pool, self.prepare, read, name) for _, name, read in files)
+                *(
+                    loop.run_in_executor(self.decode_pool, self.prepare, read, name, lane.model)
+                    for _, name, read in files
+                )
             )
             good = [i for i, p in enumerate(prepared) if p.error is None]
             ticket.release(len(files) - len(good))
@@ -151,7 +256,7 @@ class MLRuntime:
             infer_error: ShoeboxError | None = None
             if good:
                 try:
-                    embeddings = await self.scheduler.embed_images([prepared[i].array for i in good], ticket)
+                    embeddings = await lane.scheduler.embed_images([prepared[i].array for i in good], ticket)
                 except ShoeboxError as exc:
                     if exc.code != ErrorCode.CLIP_INFER:
                         raise
@@ -176,10 +281,13 @@ class MLRuntime:
             )
         return items
 
-    def batch_response(self, items: list[Item]) -> Response:
+    def batch_response(self, items: list[Item], lane: ModelLane | None = None) -> Response:
         # Serialised by pydantic's Rust core in one pass: through the stdlib json encoder, the
         # thousands of floats of a batch cost more than the rest of the request.
-        body = BatchResponse(results=items, model_name=self.model.model_name, device_used=self.model.device)
+        model = (lane or self.lanes[0]).model
+        body = BatchResponse(
+            results=items, model_name=model.model_name, model_id=model.model_id, device_used=model.device
+        )
         return Response(body.model_dump_json(), media_type="application/json")
 
 
@@ -303,14 +411,14 @@ router = APIRouter()
 @router.get("/health", tags=["service"])
 async def health(request: Request) -> dict[str, Any]:
     runtime: MLRuntime | None = getattr(request.app.state, "ml", None)
-    scheduler = runtime.scheduler if runtime else None
+    lanes = runtime.lanes if runtime else []
     return {
         "status": "ok",
-        "model_loaded": runtime is not None and runtime.model.loaded,
+        "model_loaded": bool(lanes) and all(lane.model.loaded for lane in lanes),
         # Live figures for operators and load tests: images admitted and not yet embedded, and
-        # images embedded since start-up.
-        "queue_depth": scheduler.queue_depth if scheduler else 0,
-        "images_embedded": scheduler.stats["images"] if scheduler else 0,
+        # images embedded since start-up, over every hosted model.
+        "queue_depth": sum(lane.scheduler.queue_depth for lane in lanes),
+        "images_embedded": sum(lane.scheduler.stats["images"] for lane in lanes),
     }
 
 
@@ -332,10 +440,12 @@ async def embed_text(body: TextEmbedRequest, request: Request) -> dict[str, Any]
         raise ShoeboxError(ErrorCode.VALIDATION, f"at most {MAX_TEXTS} texts per request")
     if any(not t.strip() for t in texts):
         raise ShoeboxError(ErrorCode.VALIDATION, "a text is empty")
-    embeddings = await _unless_disconnected(request, runtime.scheduler.embed_texts(texts))
+    lane = runtime.lane(body.model)
+    embeddings = await _unless_disconnected(request, lane.scheduler.embed_texts(texts, body.language))
     out: dict[str, Any] = {
-        "model_name": runtime.model.model_name,
-        "embedding_dim": runtime.model.embedding_dim,
+        "model_name": lane.model.model_name,
+        "model_id": lane.model.model_id,
+        "embedding_dim": lane.model.embedding_dim,
     }
     if body.text is not None:
         out["embedding"] = embeddings[0].tolist()
@@ -348,12 +458,13 @@ async def embed_text(body: TextEmbedRequest, request: Request) -> dict[str, Any]
 async def batch_embed_and_caption(body: BatchRequest, request: Request) -> Response:
     """Base64 images; a bad image fails its own item (200 for the batch)."""
     runtime = _runtime(request)
+    lane = runtime.lane(body.model)
     _check_count(len(body.images), runtime.settings)
-    ticket = runtime.scheduler.admit(len(body.images))
+    ticket = lane.scheduler.admit(len(body.images))
     limit = runtime.settings.max_upload_bytes
     files = [(i.unique_id, i.filename, _b64_reader(i.image_base64, limit)) for i in body.images]
-    items = await _unless_disconnected(request, runtime.embed_files(files, ticket))
-    return runtime.batch_response(items)
+    items = await _unless_disconnected(request, runtime.embed_files(files, ticket, lane))
+    return runtime.batch_response(items, lane)
 
 
 @router.post(
@@ -363,30 +474,38 @@ async def batch_embed_and_caption(body: BatchRequest, request: Request) -> Respo
     openapi_extra=_MULTIPART_BODY,
 )
 async def batch_embed_and_caption_multipart(request: Request) -> Response:
-    """Original file bytes (RAW too) as multipart; a bad image fails its own item (200 for the batch)."""
+    """Original file bytes (RAW too) as multipart; a bad image fails its own item (200 for the batch).
+
+    The model is named by the `model` query parameter (known before the body is read) or form field.
+    """
     runtime = _runtime(request)
+    lane = runtime.lane(request.query_params.get("model"))
     # A full queue turns the request away before its body (maybe hundreds of MB of RAW) is read.
-    runtime.scheduler.admit(1).release()
+    lane.scheduler.admit(1).release()
     form = await read_multipart(request, "files", _upload_limits(runtime.settings))
+    if form.fields.get("model") and "model" not in request.query_params:
+        lane = runtime.lane(form.fields["model"])
     _check_count(len(form.files), runtime.settings)
     ids = _unique_ids(form.fields.get("unique_ids"), len(form.files))
-    ticket = runtime.scheduler.admit(len(form.files))
+    ticket = lane.scheduler.admit(len(form.files))
     limit = runtime.settings.max_upload_bytes
     work = [(uid, f.filename, _part_reader(f, limit)) for uid, f in zip(ids, form.files, strict=True)]
-    items = await _unless_disconnected(request, runtime.embed_files(work, ticket))
-    return runtime.batch_response(items)
+    items = await _unless_disconnected(request, runtime.embed_files(work, ticket, lane))
+    return runtime.batch_response(items, lane)
 
 
 @router.post("/api/v1/embed", tags=["ml"])
 async def embed(body: SingleEmbedRequest, request: Request) -> dict[str, Any]:
     """One base64 image → its embedding; a bad image is an error of the request."""
     runtime = _runtime(request)
-    ticket = runtime.scheduler.admit(1)
+    lane = runtime.lane(body.model)
+    ticket = lane.scheduler.admit(1)
     read = _b64_reader(body.image_base64, runtime.settings.max_upload_bytes)
-    (item,) = await _unless_disconnected(request, runtime.embed_files([("0", body.filename, read)], ticket))
+    work = [("0", body.filename, read)]
+    (item,) = await _unless_disconnected(request, runtime.embed_files(work, ticket, lane))
     if item.error is not None:
         raise ShoeboxError(item.error.code, item.error.message)
-    return {"embedding": item.embedding, "model_name": runtime.model.model_name}
+    return {"embedding": item.embedding, "model_name": lane.model.model_name, "model_id": lane.model.model_id}
 
 
 def create_app(settings: MLSettings | None = None) -> FastAPI:

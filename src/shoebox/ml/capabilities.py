@@ -44,11 +44,13 @@ so the rule is pinned by tests on a fake model and a fake clock.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import re
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -113,10 +115,35 @@ def _pow2_floor(n: float) -> int:
     return 1 << (n.bit_length() - 1)
 
 
+@functools.lru_cache(maxsize=1)
+def gpu_description() -> str | None:
+    """The first GPU's name and memory ("NVIDIA H100 80GB HBM3, 81559 MiB"), None without one.
+
+    ONNX Runtime does not say which card it runs on; the driver's own tool does, and is there
+    wherever the CUDA provider is.
+    """
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    first = out.strip().splitlines()[0].strip() if out.strip() else ""
+    return first or None
+
+
 def cache_key(model: ProbedModel, settings: MLSettings) -> dict[str, object]:
     return {
         "probe_version": PROBE_VERSION,
         "model_name": model.model_name,
+        # The content, not the folder name: another export in a folder of the same name is probed anew.
+        "model_id": getattr(model, "model_id", model.model_name),
+        # Another card (or the same card with less memory, e.g. a MIG slice) takes other batches.
+        "gpu": gpu_description() if model.device == "cuda" else None,
         "device": model.device,
         "dtype": model.dtype,
         "runtime_version": model.runtime_version,

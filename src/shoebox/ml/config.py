@@ -23,6 +23,11 @@ class MLSettings(BaseSettings):
         default="ViT-B-32__openai", description="Model folder name in the Immich/OpenCLIP ONNX layout."
     )
     model_dir: Path | None = Field(default=None, description="A local model folder; skips any download.")
+    models: str | None = Field(
+        default=None,
+        description="Comma-separated models to host, each a catalogue name or a folder path; the first "
+        "is the default. Unset: SHOEBOX_MODEL_DIR, else SHOEBOX_MODEL_NAME.",
+    )
     model_cache_dir: Path = Field(
         default_factory=lambda: default_cache_dir() / "models",
         description="Where downloaded models are kept.",
@@ -55,3 +60,16 @@ class MLSettings(BaseSettings):
     max_request_bytes: int = Field(
         default=2 * 1024**3, description="Refuse a multipart batch request whose body is above this size."
     )
+
+    def model_entries(self) -> list[str]:
+        """What to host, in order (first = default): names to find in the cache or download, or folders."""
+        if self.models:
+            entries = [e.strip() for e in self.models.split(",") if e.strip()]
+            if entries:
+                return list(dict.fromkeys(entries))
+        return [str(self.model_dir) if self.model_dir is not None else self.model_name]
+
+
+def looks_like_a_path(entry: str) -> bool:
+    """A SHOEBOX_MODELS entry naming a folder rather than a catalogue model."""
+    return "/" in entry or "\\" in entry or entry.startswith(("~", "."))

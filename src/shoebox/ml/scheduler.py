@@ -42,7 +42,7 @@ class Embedder(Protocol):
 
     def embed_images(self, batch: np.ndarray) -> np.ndarray: ...
 
-    def embed_texts(self, texts: list[str]) -> np.ndarray: ...
+    def embed_texts(self, texts: list[str], language: str | None = None) -> np.ndarray: ...
 
 
 @dataclass(eq=False)
@@ -69,6 +69,7 @@ class _TextJob:
     texts: list[str]
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    language: str | None = None  # one call embeds texts of one language (NLLB prefixes it)
 
 
 @dataclass(eq=False)
@@ -251,10 +252,10 @@ class InferenceScheduler:
             self._drop(job)
             raise
 
-    async def embed_texts(self, texts: list[str]) -> np.ndarray:
+    async def embed_texts(self, texts: list[str], language: str | None = None) -> np.ndarray:
         """Embed texts on the priority lane; returns [N, D]."""
         loop = asyncio.get_running_loop()
-        job = _TextJob(list(texts), loop.create_future(), loop)
+        job = _TextJob(list(texts), loop.create_future(), loop, language)
         with self._cond:
             if self._stopping:
                 raise ShoeboxError(ErrorCode.ML_UNAVAILABLE, "the inference service is shutting down")
@@ -325,6 +326,8 @@ class InferenceScheduler:
         jobs: list[_TextJob] = []
         count = 0
         while self._texts and (not jobs or count + len(self._texts[0].texts) <= TEXT_BATCH):
+            if jobs and self._texts[0].language != jobs[0].language:
+                break  # the next call takes the other language
             job = self._texts.popleft()
             if job.future.cancelled():
                 continue
@@ -357,7 +360,11 @@ class InferenceScheduler:
             return
         texts = [t for job in jobs for t in job.texts]
         try:
-            embeddings = self.model.embed_texts(texts)
+            language = jobs[0].language
+            if language is None:
+                embeddings = self.model.embed_texts(texts)
+            else:
+                embeddings = self.model.embed_texts(texts, language=language)
         except Exception as exc:  # noqa: BLE001 - a failed call fails its requests, never the worker
             log.exception("text inference failed")
             err = ShoeboxError(ErrorCode.CLIP_INFER, f"text inference failed: {type(exc).__name__}: {exc}")

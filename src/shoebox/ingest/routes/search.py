@@ -7,6 +7,7 @@ worker thread, never on the event loop.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from shoebox.ingest import duplicates as duplicates_mod
 from shoebox.ingest import query as combined
 from shoebox.ingest import search
+from shoebox.ingest.context import ServiceContext
 from shoebox.ingest.search import (
     CollectionRef,
     check_image_id,
@@ -25,7 +27,7 @@ from shoebox.ingest.search import (
     resolve_collection,
     vector_call,
 )
-from shoebox.protocol import ErrorCode, Hit, ShoeboxError
+from shoebox.protocol import ErrorCode, Hit, ShoeboxError, same_model
 
 router = APIRouter(tags=["search"])
 
@@ -65,11 +67,33 @@ def _check_model(ref: CollectionRef, model_name: str | None, dim: int) -> None:
             f"collection {ref.name!r} holds {ref.embedding_dim}-d vectors of {ref.model_name}, "
             f"the ML service answers {dim}-d vectors of {model_name}",
         )
-    if ref.model_name and model_name and ref.model_name != model_name:
+    if not same_model(ref.model_name, model_name):
         raise ShoeboxError(
             ErrorCode.MODEL_MISMATCH,
             f"collection {ref.name!r} was built with {ref.model_name}, the ML service runs {model_name}",
         )
+
+
+def _query_model(ctx: ServiceContext, ref: CollectionRef) -> str:
+    """The model a query of this collection is embedded with: the collection's own (by identity),
+    or the ML service's default for a collection that has none yet. Refused (ERR_MODEL_MISMATCH)
+    when no reachable ML service hosts the collection's model."""
+    if ctx.ml.capabilities() is None:
+        # No ML service answers: a cached query embedding may still serve; else the embed call
+        # reports the outage with its own error.
+        return ref.model_name or ""
+    info = ctx.ml.model_info(ref.model_name)
+    if info is not None:
+        return info.model_id
+    caps = ctx.ml.known_capabilities()
+    hosted = [m.model_id for m in caps.models] if caps else []
+    raise ShoeboxError(
+        ErrorCode.MODEL_MISMATCH,
+        f"collection {ref.name!r} was built with {ref.model_name}, which no reachable ML service hosts"
+        + (f" (hosted: {', '.join(hosted)})" if hosted else ""),
+        collection_model=ref.model_name,
+        ml_models=hosted,
+    )
 
 
 @router.post("/api/v1/search/text", response_model=SearchResponse)
@@ -77,15 +101,17 @@ async def search_text(body: TextSearchRequest, request: Request, response: Respo
     """Images ranked by cosine similarity to a text, optionally filtered; `limit`/`offset` page."""
     ctx = context(request)
     ref = await run_in_threadpool(resolve_collection, ctx, body.collection_name)
-    caps = await run_in_threadpool(ctx.ml.capabilities)
-    model_name = caps.model_name if caps else (ref.model_name or "")
+    model_name = await run_in_threadpool(_query_model, ctx, ref)
     cache = query_cache(request)
     text = body.query
     vector = cache.get(model_name, text)
     response.headers[CACHE_HEADER] = "hit" if vector is not None else "miss"
     if vector is None:
-        vector = await run_in_threadpool(ctx.ml.embed_text, text)
-        cache.put(model_name, text, vector)
+        vector = await run_in_threadpool(
+            functools.partial(ctx.ml.embed_text, text, model=model_name or None)
+        )
+        if model_name:
+            cache.put(model_name, text, vector)
     _check_model(ref, model_name or None, len(vector))
     if not ref.exists:
         return SearchResponse(results=[], collection_name=ref.name, model_name=model_name or None)
@@ -119,9 +145,10 @@ async def search_image(
         raise ShoeboxError(ErrorCode.IMAGE_TOO_LARGE, f"upload larger than {MAX_UPLOAD_BYTES} bytes")
     if not data:
         raise ShoeboxError(ErrorCode.FILE_READ, "the uploaded file is empty")
-    vector = await run_in_threadpool(ctx.ml.embed_image, data, file.filename or "upload")
-    caps = ctx.ml.known_capabilities()
-    model_name = caps.model_name if caps else None
+    model_name = await run_in_threadpool(_query_model, ctx, ref) or None
+    vector = await run_in_threadpool(
+        functools.partial(ctx.ml.embed_image, data, file.filename or "upload", model=model_name)
+    )
     _check_model(ref, model_name, len(vector))
     if not ref.exists:
         return SearchResponse(results=[], collection_name=ref.name, model_name=model_name)
@@ -231,8 +258,7 @@ async def _answer_combined(
 ) -> QueryResponse:
     ctx = context(request)
     ref = await run_in_threadpool(resolve_collection, ctx, body.collection_name)
-    caps = await run_in_threadpool(ctx.ml.capabilities)
-    model_name = caps.model_name if caps else (ref.model_name or "")
+    model_name = await run_in_threadpool(_query_model, ctx, ref)
     vectors = await _term_vectors(request, ref, body, uploads, model_name, response)
     for vector in vectors:
         _check_model(ref, model_name or None, len(vector))
@@ -279,8 +305,10 @@ async def _term_vectors(
     if texts:
         response.headers[CACHE_HEADER] = "miss" if missing else "hit"
     if missing:
-        for text, vector in zip(missing, await run_in_threadpool(ctx.ml.embed_texts, missing), strict=True):
-            cache.put(model_name, text, vector)
+        embed = functools.partial(ctx.ml.embed_texts, missing, model=model_name or None)
+        for text, vector in zip(missing, await run_in_threadpool(embed), strict=True):
+            if model_name:
+                cache.put(model_name, text, vector)
             texts[text] = vector
     by_upload: dict[int, list[float]] = {}
     for index in sorted(body.uploads_used()):
@@ -292,7 +320,7 @@ async def _term_vectors(
         if not data:
             raise ShoeboxError(ErrorCode.FILE_READ, f"upload {index} is empty")
         by_upload[index] = await run_in_threadpool(
-            ctx.ml.embed_image, data, uploads[index].filename or "upload"
+            functools.partial(ctx.ml.embed_image, data, uploads[index].filename or "upload", model=model_name or None)
         )
     vectors: list[list[float]] = []
     for term in body.terms:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from shoebox.ml.models.base import InferenceModel
+from shoebox.ml.models.identity import ModelIdentity, model_identity
 from shoebox.ml.models.tokenizer import TEST_MODEL_MARKER, ClipTokenizer
 from shoebox.ml.preprocess import PreprocessConfig
 from shoebox.ml.sessions.ort import OrtSession, cuda_available
@@ -55,6 +56,7 @@ class ClipModel(InferenceModel):
         self._textual: OrtSession | None = None
         self._tokenizer: ClipTokenizer | None = None
         self._dtype = "fp32"
+        self._identity: ModelIdentity | None = None
 
     # ------------------------------------------------------------ description
 
@@ -66,6 +68,18 @@ class ClipModel(InferenceModel):
     def model_name(self) -> str:
         name = self.model_dir.resolve().name
         return f"{TEST_MODEL_PREFIX}{name}" if self.is_test_model else name
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """What the model is, by content (hashed once, then cached beside it): see `identity`."""
+        if self._identity is None:
+            self._identity = model_identity(self.model_dir, self.model_name)
+        return self._identity
+
+    @property
+    def model_id(self) -> str:
+        """`<model_name>@<digest>`: what a collection records and the caches key on."""
+        return self.identity.id
 
     @property
     def embedding_dim(self) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
-from shoebox.ml.config import MLSettings
+from shoebox.ml.config import MLSettings, looks_like_a_path
+from shoebox.ml.models.identity import HUB_MARKER
 from shoebox.protocol import ErrorCode, ShoeboxError
 
 log = logging.getLogger(__name__)
@@ -45,44 +47,46 @@ def is_complete(model_dir: Path) -> bool:
     return model_dir.is_dir() and not missing_files(model_dir)
 
 
-def _how_to_get_a_model(settings: MLSettings) -> str:
+def _how_to_get_a_model(settings: MLSettings | None, name: str) -> str:
     return (
-        f"set SHOEBOX_MODEL_DIR to a model folder, allow the download of {settings.model_name}, "
+        f"set SHOEBOX_MODEL_DIR to a model folder, allow the download of {name}, "
         "or run `shoebox model make-test --out DIR` for a random-weight test model"
     )
 
 
-def resolve_model_dir(settings: MLSettings) -> Path:
-    """The model folder to load: SHOEBOX_MODEL_DIR, else the cached copy, else a fresh download."""
-    if settings.model_dir is not None:
-        model_dir = Path(settings.model_dir).expanduser()
+def resolve_model_dir(settings: MLSettings, entry: str | None = None) -> Path:
+    """The model folder to load for one SHOEBOX_MODELS entry (default: the first): a folder as
+    given, else the cached copy of a catalogue name, else a fresh download."""
+    entry = entry if entry is not None else settings.model_entries()[0]
+    if looks_like_a_path(entry) or (settings.model_dir is not None and entry == str(settings.model_dir)):
+        model_dir = Path(entry).expanduser()
         if not is_complete(model_dir):
             missing = ", ".join(missing_files(model_dir)) if model_dir.is_dir() else "the folder itself"
-            raise ModelUnavailableError(
-                f"SHOEBOX_MODEL_DIR={model_dir} is not a model folder (missing {missing})"
-            )
+            named = "SHOEBOX_MODEL_DIR=" if entry == str(settings.model_dir) else ""
+            raise ModelUnavailableError(f"{named}{model_dir} is not a model folder (missing {missing})")
         return model_dir
 
-    cached = Path(settings.model_cache_dir).expanduser() / settings.model_name
+    cached = Path(settings.model_cache_dir).expanduser() / entry
     if is_complete(cached):
         return cached
     if settings.offline:
         raise ModelUnavailableError(
-            f"model {settings.model_name} is not in {cached.parent} and SHOEBOX_OFFLINE is set: "
-            + _how_to_get_a_model(settings)
+            f"model {entry} is not in {cached.parent} and SHOEBOX_OFFLINE is set: "
+            + _how_to_get_a_model(settings, entry)
         )
-    return _download(settings, cached)
+    return download_model(entry, cached, settings.model_repo_prefix, settings)
 
 
-def _download(settings: MLSettings, target: Path) -> Path:
-    repo_id = f"{settings.model_repo_prefix}/{settings.model_name}"
+def download_model(name: str, target: Path, repo_prefix: str = "immich-app", settings: MLSettings | None = None) -> Path:
+    """Download catalogue model `name` from the hub into `target`, with a progress bar."""
+    repo_id = f"{repo_prefix}/{name}"
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.utils import enable_progress_bars
     except ImportError as exc:
         raise ModelUnavailableError(
-            f"model {settings.model_name} is not cached and huggingface_hub is missing (install shoebox[ml]): "
-            + _how_to_get_a_model(settings)
+            f"model {name} is not cached and huggingface_hub is missing (install shoebox[ml]): "
+            + _how_to_get_a_model(settings, name)
         ) from exc
 
     log.info("downloading model %s from the Hugging Face hub into %s", repo_id, target)
@@ -94,11 +98,13 @@ def _download(settings: MLSettings, target: Path) -> Path:
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise ModelUnavailableError(
             f"could not download model {repo_id} ({type(exc).__name__}: {reason}): "
-            + _how_to_get_a_model(settings)
+            + _how_to_get_a_model(settings, name)
         ) from exc
+    # The commit huggingface_hub recorded beside the files names the model (ml.models.identity).
+    (target / HUB_MARKER).write_text(json.dumps({"repo_id": repo_id}))
     if not is_complete(target):
         raise ModelUnavailableError(
             f"download of {repo_id} lacks {', '.join(missing_files(target))}: "
-            + _how_to_get_a_model(settings)
+            + _how_to_get_a_model(settings, name)
         )
     return target
