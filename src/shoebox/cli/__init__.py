@@ -7,7 +7,7 @@ starts both services itself on loopback with the embedded defaults and stops the
 the API's answer for scripts; progress, banners and errors go to stderr.
 """
 
-from shoebox.cli import commands, render, services  # noqa: E402,F401  (registers every command)
+from shoebox.cli import commands, models, render, services  # noqa: E402,F401  (registers every command)
 from shoebox.cli.commands import _export_next_step  # noqa: E402,F401
 from shoebox.cli.common import app, ensure_test_model, test_model_dir  # noqa: E402,F401
 

@@ -31,6 +31,12 @@ model_app = typer.Typer(help="Model folders (ONNX, Immich/OpenCLIP layout).", no
 
 app.add_typer(model_app, name="model", rich_help_panel="Services")
 
+models_app = typer.Typer(
+    help="The model catalogue: what is known, what is here, and downloads (`shoebox models pull NAME`).",
+    invoke_without_command=True,
+)
+app.add_typer(models_app, name="models", rich_help_panel="Services")
+
 
 collections_app = typer.Typer(help="List, create, delete and select collections.")
 

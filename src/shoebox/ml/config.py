@@ -35,6 +35,11 @@ class MLSettings(BaseSettings):
     model_repo_prefix: str = Field(
         default="immich-app", description="Hugging Face org the model is downloaded from."
     )
+    model_source: Path | None = Field(
+        default=None,
+        description="A local mirror to fetch models from instead of the hub: a folder holding one "
+        "folder per model name in the same layout (e.g. a NAS share of ~/.cache/shoebox/models).",
+    )
     offline: bool = Field(default=False, description="Never try to download a model.")
 
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto = CUDA when available.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from shoebox.ml.config import MLSettings, looks_like_a_path
@@ -74,7 +76,44 @@ def resolve_model_dir(settings: MLSettings, entry: str | None = None) -> Path:
             f"model {entry} is not in {cached.parent} and SHOEBOX_OFFLINE is set: "
             + _how_to_get_a_model(settings, entry)
         )
-    return download_model(entry, cached, settings.model_repo_prefix, settings)
+    return fetch_model(entry, cached, settings)
+
+
+def fetch_model(
+    name: str, target: Path, settings: MLSettings, progress: Callable[[int, int], None] | None = None
+) -> Path:
+    """Catalogue model `name` into `target`: from SHOEBOX_MODEL_SOURCE when set, else the hub."""
+    if settings.model_source is not None:
+        return copy_model(Path(settings.model_source).expanduser() / name, target, progress)
+    return download_model(name, target, settings.model_repo_prefix, settings)
+
+
+def copy_model(source: Path, target: Path, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Copy a model folder from a local mirror: the download's file set, through a temporary
+    folder renamed into place at the end, so an interrupted copy never looks like a model."""
+    if not is_complete(source):
+        missing = ", ".join(missing_files(source)) if source.is_dir() else "the folder itself"
+        raise ModelUnavailableError(f"{source} is not a model folder (missing {missing})")
+    files = sorted(
+        {p for pattern in DOWNLOAD_PATTERNS for p in source.glob(pattern) if p.is_file()}
+        | {p for p in source.glob("*.json") if p.is_file()}
+    )
+    total = sum(p.stat().st_size for p in files)
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    done = 0
+    for path in files:
+        out = partial / path.relative_to(source)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("rb") as src, out.open("wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.replace(target)
+    return target
 
 
 def download_model(name: str, target: Path, repo_prefix: str = "immich-app", settings: MLSettings | None = None) -> Path:
