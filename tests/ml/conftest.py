@@ -102,3 +102,16 @@ def launch_ml(tiny_model_dir: Path) -> Iterator[Callable[..., ServiceProcess]]:
     yield launch
     for service in started:
         service.stop()
+
+
+@pytest.fixture(scope="session")
+def family_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny random-weight model of every CLIP family (the torch-free builder), built once per session."""
+    from shoebox.ml.models.families import FAMILIES
+    from shoebox.ml.models.onnx_testmodel import build_onnx_test_model
+
+    root = tmp_path_factory.mktemp("family-models")
+    return {
+        family: build_onnx_test_model("tiny", root / f"tiny-{family}", seed=0, family=family, fp16=False)
+        for family in FAMILIES
+    }

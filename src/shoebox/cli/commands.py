@@ -38,6 +38,13 @@ class TestModelBuilder(str, Enum):
     torch = "torch"
 
 
+class TestModelFamily(str, Enum):
+    openclip = "openclip"
+    siglip = "siglip"
+    mclip = "mclip"
+    nllb = "nllb"
+
+
 @model_app.command("make-test")
 def model_make_test(
     size: TestModelSize = typer.Option(TestModelSize.tiny, help="tiny (tests) or vit-b-32 (benchmarks)."),
@@ -45,19 +52,29 @@ def model_make_test(
     seed: int = typer.Option(0, help="Seed of the random weights."),
     builder: TestModelBuilder = typer.Option(
         TestModelBuilder.onnx,
-        help="onnx (graphs written with the onnx package) or torch (needs the `dev` extra).",
+        help="onnx (graphs written with the onnx package) or torch (needs the `dev` extra; openclip only).",
+    ),
+    family: TestModelFamily = typer.Option(
+        TestModelFamily.openclip,
+        help="The CLIP family whose folder, tokenizer and text inputs to write: "
+        "openclip, siglip, mclip (XLM-R) or nllb.",
     ),
 ) -> None:
     """Write a RANDOM-WEIGHT model in the real on-disk layout."""
     if builder is TestModelBuilder.torch:
+        if family is not TestModelFamily.openclip:
+            fail(
+                f"--builder torch writes openclip models only; use --builder onnx for --family {family.value}"
+            )
         try:
-            from shoebox.ml.models.testmodel import make_test_model as build
+            from shoebox.ml.models.testmodel import make_test_model
         except ImportError as exc:
             fail(f"--builder torch needs torch ({exc}); install shoebox\\[dev] or use --builder onnx")
+        path = make_test_model(size.value, out, seed=seed)
     else:
-        from shoebox.ml.models.onnx_testmodel import build_onnx_test_model as build
+        from shoebox.ml.models.onnx_testmodel import build_onnx_test_model
 
-    path = build(size.value, out, seed=seed)
+        path = build_onnx_test_model(size.value, out, seed=seed, family=family.value)
     typer.secho(
         f"wrote a random-weight test model to {path} — search results with it are meaningless",
         fg=typer.colors.YELLOW,

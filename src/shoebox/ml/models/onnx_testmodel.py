@@ -22,17 +22,17 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from shoebox.ml.models.testmodel_spec import (
-    CONTEXT_LENGTH,
     ONNX_OPSET,
     TOKENIZER_VOCAB_SIZE,
     ClipConfig,
     TestModelSize,
+    check_family,
     check_size,
     config_for,
     start_model_folder,
     write_model_config,
-    write_tokenizer,
 )
+from shoebox.ml.models.testmodel_tokenizers import write_family_tokenizer
 
 # IR version 8 (what torch's exporter writes at opset 17) loads in every ONNX Runtime since 1.14.
 ONNX_IR_VERSION = 8
@@ -283,15 +283,16 @@ class _Graph:
         return x
 
     def model(
-        self, input_name: str, input_type: int, input_shape: list[int | str], output: str, embed_dim: int
+        self, inputs: list[tuple[str, int, list[int | str]]], output: str, embed_dim: int
     ) -> onnx.ModelProto:
+        """The graph with `inputs` (name, element type, shape) and `output` published as `embedding`."""
         # `output` is the last node's: it is renamed to the public name the callers read.
         assert self.nodes[-1].output[0] == output
         self.nodes[-1].output[0] = "embedding"
         graph = helper.make_graph(
             self.nodes,
             self.name,
-            [helper.make_tensor_value_info(input_name, input_type, input_shape)],
+            [helper.make_tensor_value_info(*spec) for spec in inputs],
             [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", embed_dim])],
             initializer=self.initializers,
         )
@@ -326,26 +327,62 @@ def visual_graph(cfg: ClipConfig, weights: Mapping[str, np.ndarray], fp16: bool 
     if fp16:
         x = g.op("Cast", x, to=TensorProto.FLOAT)
     size = vision.image_size
-    return g.model("image", TensorProto.FLOAT, ["batch", 3, size, size], x, cfg.embed_dim)
+    return g.model([("image", TensorProto.FLOAT, ["batch", 3, size, size])], x, cfg.embed_dim)
 
 
-def textual_graph(cfg: ClipConfig, weights: Mapping[str, np.ndarray]) -> onnx.ModelProto:
-    """`text` int32 [N, context_length] token ids → `embedding` float32 [N, embed_dim] (unnormalised)."""
+def textual_graph(
+    cfg: ClipConfig, weights: Mapping[str, np.ndarray], family: str = "openclip", pad_id: int = 0
+) -> onnx.ModelProto:
+    """Token ids [N, context_length] → `embedding` float32 [N, embed_dim] (unnormalised).
+
+    One transformer (OpenCLIP's text tower and weight names) with each family's inputs, attention
+    and pooling, so a caller that feeds a family wrongly gets wrong embeddings:
+
+    - openclip: `text` int32; causal attention; pooled at the end-of-text token (the highest id);
+    - siglip: `text` int32; full attention; pooled at the last position (OpenCLIP's `pool_type: last`);
+    - nllb: `text` int32; padding (`pad_id`) masked out; pooled at the first token, the language code
+      (`cls_pooler`);
+    - mclip: `input_ids` and `attention_mask` int32; padding masked out; the mean over the tokens.
+    """
+    check_family(family)
     text = cfg.text_cfg
     length = text.context_length
     g = _Graph("textual", weights, np.float32)
-    ids = g.op("Cast", "text", to=TensorProto.INT64)
+    keep = ""  # [N, L] float: 1 for tokens, 0 for padding (the towers that mask padding)
+    if family == "mclip":
+        inputs = [(name, TensorProto.INT32, ["batch", length]) for name in ("input_ids", "attention_mask")]
+        ids = g.op("Cast", "input_ids", to=TensorProto.INT64)
+        keep = g.op("Cast", "attention_mask", to=TensorProto.FLOAT)
+    else:
+        inputs = [("text", TensorProto.INT32, ["batch", length])]
+        ids = g.op("Cast", "text", to=TensorProto.INT64)
+        if family == "nllb":  # OpenCLIP's Hugging Face text towers mask `text != pad_id` themselves
+            padding = g.op("Equal", ids, g.constant("pad_id", np.array(pad_id, dtype=np.int64)))
+            keep = g.op("Cast", g.op("Not", padding), to=TensorProto.FLOAT)
     x = g.op("Gather", g.param("token_embedding.weight"), ids, axis=0)  # [N, L, W]
     x = g.op("Add", x, g.param("positional_embedding"))
-    causal = np.triu(np.full((length, length), -np.inf, dtype=np.float32), k=1)
-    mask = g.constant("attn_mask", causal)
+    mask: str | None = None
+    if family == "openclip":
+        mask = g.constant("attn_mask", np.triu(np.full((length, length), -np.inf, dtype=np.float32), k=1))
+    elif family in ("nllb", "mclip"):
+        # -1e9 rather than -inf: a row of padding only still softmaxes to numbers.
+        blocked = g.op("Mul", g.op("Sub", g.scalar(1.0), keep), g.scalar(-1e9))
+        mask = g.op("Unsqueeze", blocked, g.ints(1, 2))  # [N, 1, 1, L]: over the keys
     x = g.transformer(x, "transformer", text.width, text.heads, text.layers, cfg.quick_gelu, mask)
     x = g.layer_norm(x, "ln_final")
-    # Pool at the end-of-text token, which has the highest id (OpenCLIP's argmax rule).
-    eot = g.op("Unsqueeze", g.op("ArgMax", ids, axis=-1, keepdims=0), g.ints(-1))  # [N, 1]
-    x = g.op("GatherND", x, eot, batch_dims=1)  # [N, W]
+    if family == "openclip":
+        # Pool at the end-of-text token, which has the highest id (OpenCLIP's argmax rule).
+        eot = g.op("Unsqueeze", g.op("ArgMax", ids, axis=-1, keepdims=0), g.ints(-1))  # [N, 1]
+        x = g.op("GatherND", x, eot, batch_dims=1)  # [N, W]
+    elif family == "mclip":
+        weighted = g.op("Mul", x, g.op("Unsqueeze", keep, g.ints(-1)))
+        total = g.op("ReduceSum", weighted, g.ints(1), keepdims=0)
+        x = g.op("Div", total, g.op("ReduceSum", keep, g.ints(1), keepdims=1))
+    else:
+        position = length - 1 if family == "siglip" else 0
+        x = g.op("Gather", x, g.constant(f"pool_{position}", np.array(position, dtype=np.int64)), axis=1)
     x = g.op("MatMul", x, g.param("text_projection"))
-    return g.model("text", TensorProto.INT32, ["batch", length], x, cfg.embed_dim)
+    return g.model(inputs, x, cfg.embed_dim)
 
 
 # ---------------------------------------------------------------- the folder
@@ -357,23 +394,26 @@ def build_onnx_test_model(
     seed: int = 0,
     weights: Mapping[str, np.ndarray] | None = None,
     fp16: bool = True,
+    family: str = "openclip",
 ) -> Path:
-    """Write a random-weight CLIP into `out` in Immich's OpenCLIP ONNX layout and return `out`.
+    """Write a random-weight CLIP of `family` into `out` in Immich's ONNX layout and return `out`.
 
-    The folder is the one `testmodel.make_test_model` writes (marker, config, tokenizer, `visual/`
-    and `textual/` models, `visual/model_fp16.onnx` with `fp16`), minus the torch state dict.
+    The openclip folder is the one `testmodel.make_test_model` writes (marker, config, tokenizer,
+    `visual/` and `textual/` models, `visual/model_fp16.onnx` with `fp16`), minus the torch state
+    dict. The other families get their own config, preprocessing, tokenizer files and textual graph
+    inputs (see `textual_graph` and `testmodel_tokenizers`) around the same ViT image tower.
     `weights` (OpenCLIP state-dict names → arrays, see `weight_shapes`) replaces the random draw.
     """
     out = Path(out)
     check_size(size)
-    visual_dir, textual_dir = start_model_folder(out, size, seed, builder="onnx")
-    vocab_size = write_tokenizer(textual_dir, vocab_size=TOKENIZER_VOCAB_SIZE[size])
-    cfg = config_for(size, vocab_size)
-    assert cfg.text_cfg.context_length == CONTEXT_LENGTH
-    write_model_config(out, size, cfg)
+    check_family(family)
+    visual_dir, textual_dir = start_model_folder(out, size, seed, builder="onnx", family=family)
+    vocab_size, pad_id = write_family_tokenizer(textual_dir, TOKENIZER_VOCAB_SIZE[size], family)
+    cfg = config_for(size, vocab_size, family)
+    write_model_config(out, size, cfg, family)
     params = random_weights(cfg, seed) if weights is None else _checked_weights(cfg, weights)
     onnx.save(visual_graph(cfg, params), str(visual_dir / "model.onnx"))
     if fp16:
         onnx.save(visual_graph(cfg, params, fp16=True), str(visual_dir / "model_fp16.onnx"))
-    onnx.save(textual_graph(cfg, params), str(textual_dir / "model.onnx"))
+    onnx.save(textual_graph(cfg, params, family, pad_id), str(textual_dir / "model.onnx"))
     return out

@@ -18,10 +18,15 @@ from shoebox.ml.models.tokenizer import BOS_TOKEN, EOS_TOKEN, TEST_MODEL_MARKER
 
 TestModelSize = Literal["tiny", "vit-b-32"]
 TEST_MODEL_SIZES: tuple[str, ...] = ("tiny", "vit-b-32")
+# The CLIP families of Immich's catalogue (see shoebox.ml.models.families); the torch builder writes
+# openclip only.
+TEST_MODEL_FAMILIES: tuple[str, ...] = ("openclip", "siglip", "mclip", "nllb")
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 CONTEXT_LENGTH = 77
+SIGLIP_CONTEXT_LENGTH = 64
+SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 ONNX_OPSET = 17
 # The torch builder keeps the tiny model's state dict next to the ONNX files: the parity test rebuilds
 # the torch reference from it instead of trusting that seeding reproduces the same weights in every torch.
@@ -72,14 +77,20 @@ class ClipConfig:
         )
 
 
-def config_for(size: TestModelSize, vocab_size: int) -> ClipConfig:
+def config_for(size: TestModelSize, vocab_size: int, family: str = "openclip") -> ClipConfig:
+    """The architecture of a test model; `family` sets SigLIP's context length and the GELU kind
+    (OpenAI's QuickGELU for openclip and M-CLIP's OpenAI image tower, exact GELU for the others)."""
+    check_family(family)
+    context_length = SIGLIP_CONTEXT_LENGTH if family == "siglip" else CONTEXT_LENGTH
+    quick_gelu = family in ("openclip", "mclip")
     if size == "tiny":
         return ClipConfig(
             embed_dim=64,
             vision_cfg=VisionConfig(image_size=224, layers=2, width=64, heads=2, patch_size=32),
             text_cfg=TextConfig(
-                context_length=CONTEXT_LENGTH, vocab_size=vocab_size, width=64, heads=2, layers=2
+                context_length=context_length, vocab_size=vocab_size, width=64, heads=2, layers=2
             ),
+            quick_gelu=quick_gelu,
         )
     if size == "vit-b-32":
         # OpenCLIP's ViT-B-32 as published by OpenAI; the embedding table keeps CLIP's full vocabulary
@@ -88,12 +99,13 @@ def config_for(size: TestModelSize, vocab_size: int) -> ClipConfig:
             embed_dim=512,
             vision_cfg=VisionConfig(image_size=224, layers=12, width=768, heads=12, patch_size=32),
             text_cfg=TextConfig(
-                context_length=CONTEXT_LENGTH,
+                context_length=context_length,
                 vocab_size=max(49408, vocab_size),
                 width=512,
                 heads=8,
                 layers=12,
             ),
+            quick_gelu=quick_gelu,
         )
     raise ValueError(f"unknown test model size {size!r} (expected 'tiny' or 'vit-b-32')")
 
@@ -126,7 +138,7 @@ _SUFFIXES = ("", "s", "ing", "ed", "er", "est", "ly")
 _TEMPLATES = ("a photo of {}", "a picture of the {}", "{} in the {}", "my {} and {}", "the {} at {}")
 
 
-def _tokenizer_corpus() -> list[str]:
+def tokenizer_corpus() -> list[str]:
     words = sorted({w + s for w in _WORDS for s in _SUFFIXES})
     lines = [" ".join(words[i : i + 12]) for i in range(0, len(words), 12)]
     for i, template in enumerate(_TEMPLATES):
@@ -165,7 +177,7 @@ def build_test_tokenizer(vocab_size: int = 4096):  # -> tokenizers.Tokenizer
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    tokenizer.train_from_iterator(tokenizer_corpus(), trainer=trainer)
     tokenizer.add_special_tokens([BOS_TOKEN, EOS_TOKEN])
     bos_id, eos_id = tokenizer.token_to_id(BOS_TOKEN), tokenizer.token_to_id(EOS_TOKEN)
     assert eos_id == tokenizer.get_vocab_size() - 1, "end-of-text must have the highest id"
@@ -202,12 +214,22 @@ def check_size(size: str) -> None:
         raise ValueError(f"unknown test model size {size!r} (expected 'tiny' or 'vit-b-32')")
 
 
-def start_model_folder(out: Path, size: str, seed: int, builder: str) -> tuple[Path, Path]:
+def check_family(family: str) -> None:
+    if family not in TEST_MODEL_FAMILIES:
+        raise ValueError(
+            f"unknown model family {family!r} (expected one of {', '.join(TEST_MODEL_FAMILIES)})"
+        )
+
+
+def start_model_folder(
+    out: Path, size: str, seed: int, builder: str, family: str = "openclip"
+) -> tuple[Path, Path]:
     """Empty `visual/` and `textual/` under `out` and write the test-model marker; returns both folders.
 
     The marker is written first, so even a half-written folder can never pass for a real model.
     """
     check_size(size)
+    check_family(family)
     out = Path(out)
     visual_dir, textual_dir = out / "visual", out / "textual"
     for folder in (visual_dir, textual_dir):
@@ -218,6 +240,7 @@ def start_model_folder(out: Path, size: str, seed: int, builder: str) -> tuple[P
     (out / TORCH_WEIGHTS_FILE).unlink(missing_ok=True)
     marker = {
         "size": size,
+        "family": family,
         "seed": seed,
         "builder": builder,
         "warning": f"SHOEBOX TEST MODEL: {RANDOM_WEIGHTS_WARNING}",
@@ -226,19 +249,48 @@ def start_model_folder(out: Path, size: str, seed: int, builder: str) -> tuple[P
     return visual_dir, textual_dir
 
 
-def write_model_config(out: Path, size: str, cfg: ClipConfig) -> None:
+# What each family's `config.json` says beyond the architecture, as OpenCLIP's model configs (which
+# Immich's exports copy) have it. M-CLIP's is its image tower's OpenCLIP config, like openclip's; NLLB's
+# has no context length (OpenCLIP's default of 77 applies).
+_TEXT_CFG_EXTRAS: dict[str, dict[str, object]] = {
+    "openclip": {},
+    "mclip": {},
+    "siglip": {
+        "hf_tokenizer_name": "timm/ViT-B-16-SigLIP",
+        "tokenizer_kwargs": {"clean": "canonicalize"},
+        "no_causal_mask": True,
+        "pool_type": "last",
+    },
+    "nllb": {
+        "hf_model_name": "facebook/nllb-200-distilled-600M",
+        "hf_tokenizer_name": "facebook/nllb-200-distilled-600M",
+        "hf_proj_type": "linear",
+        "hf_pooler_type": "cls_pooler",
+    },
+}
+
+
+def write_model_config(out: Path, size: str, cfg: ClipConfig, family: str = "openclip") -> None:
     """`config.json` (OpenCLIP's model config) and `visual/preprocess_cfg.json`."""
+    check_family(family)
     out = Path(out)
-    config = {"model_name": f"shoebox-test-{size}", **cfg.to_json()}
+    config = {"model_name": f"shoebox-test-{size}" + ("" if family == "openclip" else f"-{family}")}
+    config.update(cfg.to_json())
+    text_cfg = {**config["text_cfg"], **_TEXT_CFG_EXTRAS[family]}  # type: ignore[dict-item]
+    if family == "nllb":
+        del text_cfg["context_length"]
+    config["text_cfg"] = text_cfg
     (out / "config.json").write_text(json.dumps(config, indent=2))
     image_size = cfg.vision_cfg.image_size
+    # SigLIP's image tower (NLLB-CLIP's too) squashes the whole picture to the input size, with 0.5 mean/std.
+    squash = family in ("siglip", "nllb")
     preprocess_cfg = {
         "size": [image_size, image_size],
         "mode": "RGB",
-        "mean": list(OPENAI_MEAN),
-        "std": list(OPENAI_STD),
+        "mean": list(SIGLIP_MEAN if squash else OPENAI_MEAN),
+        "std": list(SIGLIP_STD if squash else OPENAI_STD),
         "interpolation": "bicubic",
-        "resize_mode": "shortest",
+        "resize_mode": "squash" if squash else "shortest",
         "fill_color": 0,
     }
     (out / "visual" / "preprocess_cfg.json").write_text(json.dumps(preprocess_cfg, indent=2))
