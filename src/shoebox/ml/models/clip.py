@@ -1,4 +1,8 @@
-"""CLIP on ONNX Runtime: a model folder in Immich's OpenCLIP ONNX layout → normalised embeddings."""
+"""CLIP on ONNX Runtime: a model folder in Immich's ONNX layout → normalised embeddings.
+
+Every family of Immich's catalogue (OpenAI/OpenCLIP, SigLIP and SigLIP 2, M-CLIP, NLLB-CLIP) has
+the same folder; `families` tells them apart from its files, `tokenizer` feeds each one's text tower.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from shoebox.ml.models import families
 from shoebox.ml.models.base import InferenceModel
+from shoebox.ml.models.download import ModelUnavailableError, require_model_files
 from shoebox.ml.models.identity import ModelIdentity, model_identity
-from shoebox.ml.models.tokenizer import TEST_MODEL_MARKER, ClipTokenizer
+from shoebox.ml.models.onnx_signature import graph_inputs
+from shoebox.ml.models.tokenizer import TEST_MODEL_MARKER, TextTokenizer
 from shoebox.ml.preprocess import PreprocessConfig
 from shoebox.ml.sessions.ort import OrtSession, cuda_available
 from shoebox.ml.sessions.ort import runtime_version as ort_runtime_version
@@ -37,8 +44,9 @@ def _l2_normalise(x: np.ndarray) -> np.ndarray:
 class ClipModel(InferenceModel):
     """The visual and textual encoders of one model folder, sharing a device.
 
-    Configuration (size, embedding dimension, test-model marker) is read at construction, so the
-    service can describe the model before the sessions exist; `load()` builds the sessions.
+    Configuration (size, embedding dimension, family, tokenizer, test-model marker) is read at
+    construction, so the service can describe the model before the sessions exist and a folder that
+    is not a model fails with one ModelUnavailableError saying why; `load()` builds the sessions.
     """
 
     def __init__(self, model_dir: Path, device: str = "auto", intra_op_threads: int = 0) -> None:
@@ -46,17 +54,40 @@ class ClipModel(InferenceModel):
         self.model_dir = Path(model_dir)
         self._requested_device = device
         self._intra_op_threads = intra_op_threads
+        require_model_files(self.model_dir)
         self._config: dict[str, Any] = json.loads((self.model_dir / "config.json").read_text())
         self._preprocess_cfg = PreprocessConfig.from_file(self.model_dir / "visual" / "preprocess_cfg.json")
+        self._text_tower, self._tokenizer = self._read_text_tower()
         marker = self.model_dir / TEST_MODEL_MARKER
         self._test_marker: dict[str, Any] | None = (
             json.loads(marker.read_text() or "{}") if marker.exists() else None
         )
         self._visual: OrtSession | None = None
         self._textual: OrtSession | None = None
-        self._tokenizer: ClipTokenizer | None = None
         self._dtype = "fp32"
         self._identity: ModelIdentity | None = None
+
+    def _read_text_tower(self) -> tuple[families.TextTower, TextTokenizer]:
+        textual_dir = self.model_dir / "textual"
+        text_cfg: dict[str, Any] = self._config.get("text_cfg") or {}
+        try:
+            inputs = tuple(graph_inputs(textual_dir / "model.onnx"))
+        except (OSError, ValueError, IndexError) as exc:
+            raise ModelUnavailableError(f"{textual_dir / 'model.onnx'} is not an ONNX model ({exc})") from exc
+        context_length = families.context_length(inputs, text_cfg)
+        clean = families.text_cleaning(text_cfg)
+        try:
+            tokenizer = TextTokenizer(textual_dir, context_length, clean)
+        except Exception as exc:  # a broken JSON, an unknown pad token or cleaning: all mean no tokenizer
+            raise ModelUnavailableError(
+                f"the tokenizer in {textual_dir} cannot be loaded ({type(exc).__name__}: {exc})"
+            ) from exc
+        try:
+            family = families.detect_family(inputs, text_cfg, tokenizer.language_codes)
+        except families.UnknownTextTowerError as exc:
+            raise ModelUnavailableError(f"{textual_dir / 'model.onnx'} {exc}") from exc
+        multilingual = families.is_multilingual(family, tokenizer.vocab_size)
+        return families.TextTower(family, multilingual, context_length, clean, inputs), tokenizer
 
     # ------------------------------------------------------------ description
 
@@ -95,7 +126,17 @@ class ClipModel(InferenceModel):
 
     @property
     def context_length(self) -> int:
-        return int(self._config.get("text_cfg", {}).get("context_length", 77))
+        return self._text_tower.context_length
+
+    @property
+    def family(self) -> families.Family:
+        """The CLIP family: "openclip", "siglip", "mclip" or "nllb" (see `families`)."""
+        return self._text_tower.family
+
+    @property
+    def multilingual(self) -> bool:
+        """Whether texts in other languages than English embed meaningfully (`families.is_multilingual`)."""
+        return self._text_tower.multilingual
 
     @property
     def device(self) -> str:
@@ -136,11 +177,11 @@ class ClipModel(InferenceModel):
         textual = OrtSession(
             self.model_dir / "textual" / "model.onnx", self._requested_device, self._intra_op_threads
         )
-        self._tokenizer = ClipTokenizer(self.model_dir / "textual", self.context_length)
         self._visual, self._textual = visual, textual
         log.info(
-            "loaded %s on %s (%s, %s, embedding_dim=%d)",
+            "loaded %s (%s) on %s (%s, %s, embedding_dim=%d)",
             self.model_name,
+            self.family,
             visual.device,
             self._dtype,
             self.runtime_version,
@@ -164,19 +205,31 @@ class ClipModel(InferenceModel):
         feed = np.ascontiguousarray(batch, dtype=dtype)
         return _l2_normalise(self._visual.run({name: feed})[0])
 
-    def tokenize(self, texts: list[str]) -> np.ndarray:
-        """Token ids [N, context_length] as the textual encoder takes them (int32 or int64)."""
-        self.ensure_loaded()
-        assert self._textual is not None and self._tokenizer is not None
-        name = self._textual.input_names[0]
-        # Immich's exports take int32 ids; other exports take int64, so ask the graph.
-        return self._tokenizer(texts, dtype=_ONNX_TO_NUMPY.get(self._textual.input_types[name], np.int32))
+    def tokenize(self, texts: list[str], language: str | None = None) -> dict[str, np.ndarray]:
+        """The textual encoder's feed: `text` ids, or `input_ids` and `attention_mask` (M-CLIP),
+        [N, context_length] each, in the dtype the graph declares (Immich's exports: int32).
 
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        `language` (ISO 639-1 such as `de`, a locale such as `de-DE`, or a FLORES-200 code) matters to
+        NLLB models only; see README "Model families".
+        """
+        encoded = self._tokenizer(texts, language)
+        arrays = {"text": encoded.ids, "input_ids": encoded.ids, "attention_mask": encoded.attention_mask}
+        return {
+            i.name: arrays[i.name].astype(_ONNX_TO_NUMPY.get(i.type, np.int32), copy=False)
+            for i in self._text_tower.inputs
+        }
+
+    def embed_texts(self, texts: list[str], language: str | None = None) -> np.ndarray:
         """Texts → L2-normalised embeddings [N, D] (float32)."""
         self.ensure_loaded()
         assert self._textual is not None
         if not texts:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
-        ids = self.tokenize(texts)
-        return _l2_normalise(self._textual.run({self._textual.input_names[0]: ids})[0])
+        feed = self.tokenize(texts, language)
+        # Immich exports its text towers with a batch axis fixed at 1: such a graph takes one row at a time.
+        step = self._text_tower.batch_size or len(texts)
+        rows = [
+            self._textual.run({name: array[start : start + step] for name, array in feed.items()})[0]
+            for start in range(0, len(texts), step)
+        ]
+        return _l2_normalise(np.concatenate(rows))

@@ -49,6 +49,15 @@ def is_complete(model_dir: Path) -> bool:
     return model_dir.is_dir() and not missing_files(model_dir)
 
 
+def require_model_files(model_dir: Path) -> None:
+    """Raise one ModelUnavailableError naming every required file `model_dir` lacks."""
+    if not model_dir.is_dir():
+        raise ModelUnavailableError(f"model folder {model_dir} does not exist")
+    missing = missing_files(model_dir)
+    if missing:
+        raise ModelUnavailableError(f"model folder {model_dir} is missing {', '.join(missing)}")
+
+
 def _how_to_get_a_model(settings: MLSettings | None, name: str) -> str:
     return (
         f"set SHOEBOX_MODEL_DIR to a model folder, allow the download of {name}, "
