@@ -141,8 +141,47 @@ class ShoeboxClient:
     def collections(self) -> list[str]:
         return list(self.get("/api/v1/collections"))
 
-    def create_collection(self, name: str) -> dict[str, Any]:
-        return self.post("/api/v1/collections", json={"collection_name": name})
+    def create_collection(self, name: str, model: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"collection_name": name}
+        if model is not None:
+            body["model"] = model
+        return self.post("/api/v1/collections", json=body)
+
+    # ------------------------------------------------------------ models of a collection
+
+    def migrate(self, name: str, model: str) -> dict[str, Any]:
+        """Start re-embedding collection `name` with `model` (a rollback when it keeps that model)."""
+        return self.post(f"/api/v1/collections/{name}/migrate", json={"model": model})
+
+    def migration(self, name: str) -> dict[str, Any]:
+        return self.get(f"/api/v1/collections/{name}/migrate")
+
+    def cancel_migration(self, name: str) -> dict[str, Any]:
+        return self.delete(f"/api/v1/collections/{name}/migrate")
+
+    def drop_model(self, name: str, model: str) -> dict[str, Any]:
+        """Delete the collection's kept embeddings by `model` (no rollback to it afterwards)."""
+        return self.delete(f"/api/v1/collections/{name}/models/{model}")
+
+    def follow_migration(
+        self,
+        name: str,
+        *,
+        poll_s: float = 0.5,
+        timeout: float | None = None,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll the collection's migration until it ends (completed, failed or cancelled)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.migration(name)
+            if on_update is not None:
+                on_update(status)
+            if status["status"] in ("completed", "failed", "cancelled"):
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"migration of {name} still {status['status']} after {timeout} s")
+            time.sleep(poll_s)
 
     def delete_collection(self, name: str) -> dict[str, Any]:
         return self.delete(f"/api/v1/collections/{name}")

@@ -26,6 +26,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         resumed = ctx.jobs.resume_unfinished()
         if resumed:
             log.info("resumed %d unfinished ingest job(s)", resumed)
+        if migrations := ctx.migrations.resume_unfinished():
+            log.info("resumed %d unfinished model migration(s)", migrations)
         try:
             yield
         finally:

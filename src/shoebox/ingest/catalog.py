@@ -67,6 +67,36 @@ CREATE TABLE IF NOT EXISTS known_files (
     PRIMARY KEY (collection, path)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS known_files_sha ON known_files (collection, sha256);
+-- A collection's other embeddings: kept after a migration (for a one-call rollback) or being
+-- built by one. The collection's own row names the one that answers (`store_name`).
+CREATE TABLE IF NOT EXISTS generations (
+    collection TEXT NOT NULL,
+    store_name TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    embedding_dim INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (collection, store_name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS migrations (
+    migration_id TEXT PRIMARY KEY,
+    collection TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    store_name TEXT NOT NULL,
+    embedding_dim INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    total INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    from_files INTEGER NOT NULL DEFAULT 0,
+    from_thumbnails INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    message TEXT,
+    previous_model TEXT,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS migrations_collection ON migrations (collection, created_at);
 """
 # Columns added after the first release: (table, column, declaration), added when missing.
 MIGRATIONS = (
@@ -74,6 +104,8 @@ MIGRATIONS = (
     ("jobs", "offline_reason", "TEXT"),
     # Set while a known file is offline (vanished in bulk, kept in the index until a prune).
     ("known_files", "offline_since", "TEXT"),
+    # The store collection that answers for the collection (NULL: the collection's own name).
+    ("collections", "store_name", "TEXT"),
 )
 
 # A job's status answer stays small even when a whole disk failed.
@@ -96,9 +128,47 @@ class KnownFile:
 @dataclass(frozen=True)
 class CollectionRecord:
     name: str
-    model_name: str | None
+    model_name: str | None  # the model's identity (name@digest); a bare name in older libraries
     embedding_dim: int | None
     created_at: str
+    store_name: str | None = None
+
+    @property
+    def store(self) -> str:
+        """The store collection that answers for it (another one after a model migration)."""
+        return self.store_name or self.name
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A store collection of the collection's files embedded by another model."""
+
+    collection: str
+    store_name: str
+    model_name: str
+    embedding_dim: int
+    state: str  # "building" (a migration's shadow) or "retired" (kept for a rollback)
+    created_at: str
+
+
+@dataclass(frozen=True)
+class MigrationRecord:
+    migration_id: str
+    collection: str
+    model_name: str
+    store_name: str
+    embedding_dim: int
+    status: str
+    total: int
+    done: int
+    from_files: int
+    from_thumbnails: int
+    failed: int
+    message: str | None
+    previous_model: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
 
 
 @dataclass(frozen=True)
@@ -194,6 +264,102 @@ class Catalog:
         with self._tx() as c:
             c.execute("DELETE FROM collections WHERE name = ?", (name,))
             c.execute("DELETE FROM known_files WHERE collection = ?", (name,))
+            c.execute("DELETE FROM generations WHERE collection = ?", (name,))
+
+    # ------------------------------------------------------------ generations and migrations
+
+    def generations(self, collection: str) -> list[Generation]:
+        rows = self._query("SELECT * FROM generations WHERE collection = ? ORDER BY created_at", (collection,))
+        return [Generation(**dict(r)) for r in rows]
+
+    def add_generation(self, g: Generation) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?, ?)",
+                (g.collection, g.store_name, g.model_name, g.embedding_dim, g.state, g.created_at),
+            )
+
+    def drop_generation(self, collection: str, store_name: str) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM generations WHERE collection = ? AND store_name = ?", (collection, store_name))
+
+    def switch_generation(self, collection: str, store_name: str, model_name: str, embedding_dim: int) -> None:
+        """In one transaction: `store_name` answers for the collection from now on, with its model,
+        and the store collection that answered until now is kept as a retired generation."""
+        with self._tx() as c:
+            row = c.execute("SELECT * FROM collections WHERE name = ?", (collection,)).fetchone()
+            if row is None:
+                raise KeyError(collection)
+            old = CollectionRecord(**dict(row))
+            if old.model_name and old.embedding_dim:
+                c.execute(
+                    "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, 'retired', ?)",
+                    (collection, old.store, old.model_name, old.embedding_dim, utc_now()),
+                )
+            c.execute("DELETE FROM generations WHERE collection = ? AND store_name = ?", (collection, store_name))
+            c.execute(
+                "UPDATE collections SET store_name = ?, model_name = ?, embedding_dim = ? WHERE name = ?",
+                (None if store_name == collection else store_name, model_name, embedding_dim, collection),
+            )
+
+    def create_migration(self, m: MigrationRecord) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO migrations (migration_id, collection, model_name, store_name, embedding_dim,"
+                " status, previous_model, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    m.migration_id,
+                    m.collection,
+                    m.model_name,
+                    m.store_name,
+                    m.embedding_dim,
+                    m.status,
+                    m.previous_model,
+                    m.created_at,
+                ),
+            )
+
+    def update_migration(self, migration_id: str, **fields: Any) -> None:
+        allowed = {"status", "total", "done", "from_files", "from_thumbnails", "failed", "message", "started_at", "finished_at"}
+        if not fields or not set(fields) <= allowed:
+            raise ValueError(f"cannot set {sorted(set(fields) - allowed)} of a migration")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as c:
+            c.execute(f"UPDATE migrations SET {sets} WHERE migration_id = ?", (*fields.values(), migration_id))
+
+    def get_migration(self, migration_id: str) -> MigrationRecord | None:
+        rows = self._query("SELECT * FROM migrations WHERE migration_id = ?", (migration_id,))
+        return MigrationRecord(**dict(rows[0])) if rows else None
+
+    def latest_migration(self, collection: str) -> MigrationRecord | None:
+        rows = self._query(
+            "SELECT * FROM migrations WHERE collection = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (collection,),
+        )
+        return MigrationRecord(**dict(rows[0])) if rows else None
+
+    def unfinished_migrations(self) -> list[MigrationRecord]:
+        rows = self._query("SELECT * FROM migrations WHERE status IN ('queued', 'running') ORDER BY created_at")
+        return [MigrationRecord(**dict(r)) for r in rows]
+
+    def contents(self, collection: str) -> Iterator[tuple[str, list[str]]]:
+        """Each distinct content of the collection with its known paths (online ones first), in
+        content order, a page at a time: the files a migration embeds again."""
+        last = ""
+        while True:
+            rows = self._query(
+                "SELECT sha256, path, offline_since FROM known_files WHERE collection = ? AND sha256 IN"
+                " (SELECT DISTINCT sha256 FROM known_files WHERE collection = ? AND sha256 > ?"
+                "  ORDER BY sha256 LIMIT 512) ORDER BY sha256, offline_since IS NOT NULL, path",
+                (collection, collection, last),
+            )
+            if not rows:
+                return
+            paths: dict[str, list[str]] = {}
+            for r in rows:
+                paths.setdefault(r["sha256"], []).append(r["path"])
+            yield from paths.items()
+            last = rows[-1]["sha256"]
 
     # ------------------------------------------------------------ known files
 

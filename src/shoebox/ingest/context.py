@@ -15,6 +15,7 @@ from shoebox.ingest.cache import EmbeddingCache
 from shoebox.ingest.catalog import Catalog
 from shoebox.ingest.config import IngestSettings
 from shoebox.ingest.jobs import JobRunner
+from shoebox.ingest.migration import Migrations
 from shoebox.ingest.ml_client import MLClient
 from shoebox.protocol import ErrorCode, ShoeboxError
 from shoebox.store import VectorStore, open_store
@@ -64,6 +65,12 @@ class ServiceContext:
     jobs: JobRunner
     thumbs_dir: Path
     lock: IO[str] | None = field(default=None, repr=False)
+    migrations: Migrations = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.migrations = Migrations(
+            self.settings, self.catalog, self.store, self.ml, self.thumbs_dir, self.jobs.collection_lock
+        )
 
     @classmethod
     def open(cls, settings: IngestSettings, ml: MLClient | None = None) -> ServiceContext:
@@ -95,6 +102,7 @@ class ServiceContext:
 
     def close(self) -> None:
         try:
+            self.migrations.stop_all()
             self.jobs.stop_all()
             self.ml.close()
             self.cache.close()

@@ -137,7 +137,8 @@ class JobRunner:
         collection's job lock, so it never races an ingest of the same collection.
         """
         validate_collection_name(collection)
-        if self.catalog.get_collection(collection) is None:
+        rec = self.catalog.get_collection(collection)
+        if rec is None:
             raise ShoeboxError(ErrorCode.NOT_FOUND, f"no collection {collection!r}")
         folder = None
         if directory:
@@ -149,15 +150,16 @@ class JobRunner:
         if not lock.acquire(timeout=2.0):
             raise ShoeboxError(ErrorCode.CONFLICT, f"collection {collection!r} has a job in progress")
         try:
+            rec = self.catalog.get_collection(collection) or rec  # a migration may have switched it
             offline = self.catalog.offline_files(collection, folder)
             # Points first, then the catalog: a crash in between leaves a prune that is simply redone.
-            deleted = detach_paths(self.store, collection, offline)
-            self.store.sync(collection)
+            deleted = detach_paths(self.store, rec.store, offline)
+            self.store.sync(rec.store)
             self.catalog.forget_files(collection, list(offline))
         finally:
             lock.release()
         if deleted:
-            self.store.after_writes(collection)
+            self.store.after_writes(rec.store)
         log.info("pruned %d offline files from %s (%d points deleted)", len(offline), collection, deleted)
         return {"collection_name": collection, "pruned_files": len(offline), "deleted_points": deleted}
 
@@ -181,7 +183,17 @@ class JobRunner:
                 raise ShoeboxError(
                     ErrorCode.CONFLICT, f"collection {collection!r} has a job in progress ({running[0].job_id})"
                 )
-            self.store.delete_collection(collection)
+            migration = self.catalog.latest_migration(collection)
+            if migration is not None and migration.status in ("queued", "running"):
+                raise ShoeboxError(
+                    ErrorCode.CONFLICT,
+                    f"collection {collection!r} is migrating to {migration.model_name}: cancel the migration first",
+                )
+            rec = self.catalog.get_collection(collection)
+            # Every store collection of it: the one answering and those other models filled.
+            stored = {rec.store if rec else collection} | {g.store_name for g in self.catalog.generations(collection)}
+            for store_name in sorted(stored):
+                self.store.delete_collection(store_name)
             self.catalog.delete_collection(collection)
         finally:
             lock.release()
@@ -240,6 +252,9 @@ class JobRunner:
         with self._lock:
             return self._collection_locks.setdefault(collection, threading.Lock())
 
+    # A migration's switch holds the same lock: no job of the collection runs while it switches.
+    collection_lock = _collection_lock
+
     def _run(self, job_id: str, collection: str, directory: str, cancel: threading.Event) -> None:
         lock = self._collection_lock(collection)
         try:
@@ -280,7 +295,7 @@ class JobRunner:
                     self._finish(job_id, status)
                     # The store may now build an index, in the background (searches go on).
                     with contextlib.suppress(Exception):
-                        self.store.after_writes(collection)
+                        self.store.after_writes(pipeline.ctx.store_collection)
             finally:
                 lock.release()
         finally:

@@ -65,6 +65,8 @@ class IngestPipeline:
             cancel=cancel,
             shutdown=shutdown,
         )
+        rec = catalog.get_collection(collection)
+        self.ctx.store_collection = rec.store if rec else collection
 
     def run(self) -> JobStatus | None:
         """Run to the end; returns the final status, or None when the service is shutting down."""

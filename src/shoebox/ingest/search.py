@@ -292,6 +292,13 @@ class CollectionRef:
     exists: bool
     model_name: str | None
     embedding_dim: int | None
+    # The store collection that answers for it, read with the model in one catalog row: a request
+    # keeps both through a migration's switch, so its vector and the collection always agree.
+    store: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.store:
+            object.__setattr__(self, "store", self.name)
 
 
 def context(request: Request) -> ServiceContext:
@@ -306,7 +313,8 @@ def resolve_collection(ctx: ServiceContext, name: str | None) -> CollectionRef:
     """The named collection, or the selected one; 404 when neither the catalog nor the store knows it."""
     name = name or selected_collection(ctx)
     record = ctx.catalog.get_collection(name)
-    in_store = ctx.store.collection_exists(name)
+    store_name = record.store if record else name
+    in_store = ctx.store.collection_exists(store_name)
     if record is None and not in_store:
         raise ShoeboxError(ErrorCode.NOT_FOUND, f"no collection {name!r}")
     return CollectionRef(
@@ -314,20 +322,26 @@ def resolve_collection(ctx: ServiceContext, name: str | None) -> CollectionRef:
         exists=in_store,
         model_name=record.model_name if record else None,
         embedding_dim=record.embedding_dim if record else None,
+        store=store_name,
     )
 
 
-def candidate_collections(ctx: ServiceContext, name: str | None) -> list[str]:
-    """Where to look an image id up: the named collection, else the selected one first, then the rest.
+def candidate_collections(ctx: ServiceContext, name: str | None) -> list[tuple[str, str]]:
+    """Where to look an image id up, as (collection, the store collection answering for it): the
+    named collection, else the selected one first, then the rest.
 
     An id is derived from content, so it means the same image in every collection; a thumbnail
     URL therefore needs no collection in it.
     """
+    records = {c.name: c for c in ctx.catalog.list_collections()}
+
+    def pair(collection: str) -> tuple[str, str]:
+        return collection, records[collection].store if collection in records else collection
+
     if name:
-        return [name]
+        return [pair(name)]
     first = selected_collection(ctx)
-    others = [c.name for c in ctx.catalog.list_collections() if c.name != first]
-    return [first, *others]
+    return [pair(first), *(pair(c) for c in records if c != first)]
 
 
 def check_image_id(image_id: str) -> str:

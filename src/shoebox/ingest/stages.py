@@ -247,6 +247,9 @@ class JobContext:
     model_name: str | None = None
     embedding_dim: int | None = None
     input_size: int = 224
+    # The store collection that answers for `collection` (another one after a model migration;
+    # none switches while a job of the collection runs: both hold the collection's job lock).
+    store_collection: str = ""
     fatal: str | None = None
     fatal_code: ErrorCode = ErrorCode.INTERNAL
     budget: ByteBudget = field(init=False)
@@ -254,6 +257,7 @@ class JobContext:
 
     def __post_init__(self) -> None:
         self.budget = ByteBudget(self.settings.inflight_bytes_limit)
+        self.store_collection = self.store_collection or self.collection
 
     def log(self, line: str) -> None:
         log.info("job %s: %s", self.job_id, line)
@@ -451,7 +455,7 @@ class Deduper:
             if ref.sha in self._inflight:  # same bytes under another path, being embedded right now
                 self._inflight[ref.sha].append(ref)
                 return FOLLOWER
-        existing = ctx.store.retrieve(ctx.collection, [ref.sha]).get(ref.sha)
+        existing = ctx.store.retrieve(ctx.store_collection, [ref.sha]).get(ref.sha)
         if existing is not None and (
             ctx.model_name is None
             or ((recorded := existing.payload.get("model_name")) and same_model(recorded, ctx.model_name))
@@ -797,7 +801,7 @@ class StoreStage:
         # Paths whose content changed (or became unreadable) leave the point of their old content.
         moved = [r.ref for r in [*stored, *failed] if r.ref.old_sha and r.ref.old_sha != r.ref.sha] + gone
         try:
-            detach_paths(ctx.store, ctx.collection, {ref.path: ref.old_sha for ref in moved if ref.old_sha})
+            detach_paths(ctx.store, ctx.store_collection, {ref.path: ref.old_sha for ref in moved if ref.old_sha})
         except ShoeboxError as exc:
             log.warning("job %s: could not detach changed paths: %s", ctx.job_id, exc.message)
 
@@ -808,7 +812,7 @@ class StoreStage:
         forget = [r.ref.path for r in failed if r.ref.old_sha] + [ref.path for ref in gone]
         online = [r.ref.path for r in unchanged if r.back_online]
         if stored or moved:
-            ctx.store.sync(ctx.collection)  # the points are durable before the catalog says so
+            ctx.store.sync(ctx.store_collection)  # the points are durable before the catalog says so
         ctx.catalog.record(ctx.job_id, ctx.collection, outcomes, known, forget, online)
         ctx.tracker.close(o.path for o in outcomes)
 
@@ -820,7 +824,7 @@ class StoreStage:
         for r in records:
             assert r.ref.sha is not None
             by_sha.setdefault(r.ref.sha, []).append(r)
-        existing = ctx.store.retrieve(ctx.collection, by_sha)
+        existing = ctx.store.retrieve(ctx.store_collection, by_sha)
         new_points = []
         for sha, recs in by_sha.items():
             paths = [r.ref.path for r in recs]
@@ -828,7 +832,7 @@ class StoreStage:
             if point is not None:
                 old_paths = list(point.payload.get("paths") or [])
                 if not set(paths) <= set(old_paths):
-                    ctx.store.set_payload(ctx.collection, sha, with_paths(point.payload, old_paths + paths))
+                    ctx.store.set_payload(ctx.store_collection, sha, with_paths(point.payload, old_paths + paths))
                 continue
             with_vector = next((r for r in recs if r.vector is not None), None)
             if with_vector is None:
@@ -841,7 +845,7 @@ class StoreStage:
             new_points.append((sha, with_vector.vector, payload))
         if new_points:
             self._ensure_collection(len(new_points[0][1]), new_points[0][2]["model_name"])
-            ctx.store.upsert(ctx.collection, new_points)
+            ctx.store.upsert(ctx.store_collection, new_points)
         for sha, vector, payload in new_points:
             rec = next(r for r in by_sha[sha] if r.vector is not None)
             if rec.outcome == Outcome.INDEXED:
@@ -854,7 +858,7 @@ class StoreStage:
         if self._collection_ready:
             return
         ctx = self.ctx
-        ctx.store.ensure_collection(ctx.collection, dim)
+        ctx.store.ensure_collection(ctx.store_collection, dim)
         rec = ctx.catalog.get_collection(ctx.collection)
         recorded = rec.model_name if rec else None
         # A new collection records its model; one recorded by bare name (an earlier version) gets

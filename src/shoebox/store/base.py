@@ -42,7 +42,9 @@ PAYLOAD_INDEXES: dict[str, PayloadIndex] = {
 
 _ID_NAMESPACE = uuid.UUID("6f1c3a52-6d0e-4b6e-9b7a-5e0b7c1d2a90")
 # A collection name is also a directory name (embedded) and part of a server collection's name.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# '~' only in the store: a collection's other generations (models) are `<name>~<digest>`, and a
+# collection's own name cannot hold it.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.~-]{0,127}$")
 
 
 def point_id(sha256_hex: str) -> str:
@@ -54,7 +56,7 @@ def check_collection_name(name: str) -> str:
     if not _NAME.match(name):
         raise ShoeboxError(
             ErrorCode.VALIDATION,
-            f"not a collection name: {name[:80]!r} (letters, digits, '_', '-', '.'; at most 128)",
+            f"not a collection name: {name[:80]!r} (letters, digits, '_', '-', '.', '~'; at most 128)",
         )
     return name
 

@@ -60,7 +60,7 @@ async def list_images(
     if not ref.exists:
         return ImagePage(total=0, page=page, per_page=per_page, collection_name=ref.name, results=[])
     total, hits = await vector_call(
-        search.list_page, ctx.store, ref.name, page=page, per_page=per_page
+        search.list_page, ctx.store, ref.store, page=page, per_page=per_page
     )
     return ImagePage(
         total=total,
@@ -72,10 +72,10 @@ async def list_images(
 
 
 def _find_point(ctx: ServiceContext, point_id: str, collection_name: str | None) -> tuple[str, Record]:
-    for name in candidate_collections(ctx, collection_name):
-        if not ctx.store.collection_exists(name):
+    for name, store_name in candidate_collections(ctx, collection_name):
+        if not ctx.store.collection_exists(store_name):
             continue
-        records = ctx.store.get(name, [point_id])
+        records = ctx.store.get(store_name, [point_id])
         if records:
             return name, records[0]
     where = f"collection {collection_name!r}" if collection_name else "any collection"

@@ -118,7 +118,7 @@ async def search_text(body: TextSearchRequest, request: Request, response: Respo
     hits = await vector_call(
         search.search_vector,
         ctx.store,
-        ref.name,
+        ref.store,
         vector,
         limit=body.limit,
         offset=body.offset,
@@ -155,7 +155,7 @@ async def search_image(
     hits = await vector_call(
         search.search_vector,
         ctx.store,
-        ref.name,
+        ref.store,
         vector,
         limit=limit,
         offset=offset,
@@ -275,7 +275,7 @@ async def _answer_combined(
     ranked = await vector_call(
         combined.rank,
         ctx.store,
-        ref.name,
+        ref.store,
         vector,
         limit=body.limit,
         offset=body.offset,
@@ -335,7 +335,7 @@ async def _term_vectors(
                 raise ShoeboxError(
                     ErrorCode.NOT_FOUND, f"no image {term.image_id} in collection {ref.name!r}"
                 )
-            vector = await vector_call(search.stored_vector, ctx.store, ref.name, term.image_id)
+            vector = await vector_call(search.stored_vector, ctx.store, ref.store, term.image_id)
         vectors.append(vector)
     return vectors
 
@@ -363,7 +363,7 @@ async def similar_images(
     ref = await run_in_threadpool(resolve_collection, ctx, collection_name)
     if not ref.exists:
         raise ShoeboxError(ErrorCode.NOT_FOUND, f"no image {point_id} in collection {ref.name!r}")
-    hits = await vector_call(search.search_similar, ctx.store, ref.name, point_id, limit=limit, offset=offset)
+    hits = await vector_call(search.search_similar, ctx.store, ref.store, point_id, limit=limit, offset=offset)
     return SearchResponse(results=hits, collection_name=ref.name, model_name=ref.model_name)
 
 
@@ -397,7 +397,7 @@ async def duplicates(
     ref = await run_in_threadpool(resolve_collection, ctx, collection_name)
     if not ref.exists:
         return duplicates_mod.empty(params)
-    return await vector_call(duplicates_mod.find_duplicates, ctx.store, ref.name, params)
+    return await vector_call(duplicates_mod.find_duplicates, ctx.store, ref.store, params)
 
 
 @router.get("/api/v1/search/cache", response_model=QueryCacheStats)
