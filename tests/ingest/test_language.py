@@ -20,6 +20,8 @@ from shoebox.ingest.language import (  # noqa: E402
     is_multilingual,
     query_language_warning,
 )
+from shoebox.ingest.routes.search import _language_warnings  # noqa: E402
+from shoebox.protocol import Capabilities  # noqa: E402
 
 # Han characters alone are Chinese or Japanese; Cyrillic may be Russian or Ukrainian.
 SAME = {"ja": {"ja", "zh"}, "zh": {"zh", "ja"}, "ru": {"ru", "uk"}}
@@ -163,3 +165,33 @@ def test_without_the_package_only_other_scripts_are_called(monkeypatch):
     assert detect_foreign("chien sur la plage") is None
     assert detect_foreign("собака на пляже").language == "ru"
     assert detect_foreign("浜辺の犬").language == "ja"
+
+
+def _caps(model_name: str, multilingual: bool | None) -> Capabilities:
+    return Capabilities(
+        safe_clip_batch=8,
+        max_batch=8,
+        model_name=model_name,
+        embedding_dim=512,
+        device="cpu",
+        dtype="fp32",
+        image_formats=[],
+        raw_formats=[],
+        max_queue=8,
+        multilingual=multilingual,
+    )
+
+
+def test_the_search_routes_follow_the_ml_services_flag_then_the_name():
+    texts = ["chien sur la plage", "Hund am Strand", "chat sur le lit", "sunset"]
+    found = _language_warnings(texts, "ViT-B-32__openai", _caps("ViT-B-32__openai", None))
+    assert [(w.code, w.language, w.text) for w in found] == [
+        (CODE, "fr", "chien sur la plage"),
+        (CODE, "de", "Hund am Strand"),
+    ]
+    assert _language_warnings(texts, "ViT-B-32__openai", _caps("ViT-B-32__openai", True)) == []
+    assert _language_warnings(texts, "nllb-clip-base-siglip__v1", None) == []
+    assert (
+        len(_language_warnings(texts, "nllb-clip-base-siglip__v1", _caps("nllb-clip-base-siglip__v1", False)))
+        == 2
+    )
