@@ -87,7 +87,9 @@ def test_text_search_in_another_language_carries_the_warning(lib, query, lang):
     assert 0 < warning["confidence"] <= 1
     assert warning["suggested_models"] == list(SUGGESTED_MODELS)
     assert warning["text"] == query
-    assert answer["model_name"] in warning["message"] and SUGGESTED_MODELS[0] in warning["message"]
+    model = answer["model_name"].split("@")[0]  # the model's id: name@digest
+    assert f"the model {model} understands English only" in warning["message"]
+    assert SUGGESTED_MODELS[0] in warning["message"]
 
 
 def test_english_text_searches_never_carry_the_warning(lib):

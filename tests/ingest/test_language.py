@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,7 +22,7 @@ from shoebox.ingest.language import (  # noqa: E402
     query_language_warning,
 )
 from shoebox.ingest.routes.search import _language_warnings  # noqa: E402
-from shoebox.protocol import Capabilities  # noqa: E402
+from shoebox.protocol import ModelInfo  # noqa: E402
 
 # Han characters alone are Chinese or Japanese; Cyrillic may be Russian or Ukrainian.
 SAME = {"ja": {"ja", "zh"}, "zh": {"zh", "ja"}, "ru": {"ru", "uk"}}
@@ -167,31 +168,31 @@ def test_without_the_package_only_other_scripts_are_called(monkeypatch):
     assert detect_foreign("浜辺の犬").language == "ja"
 
 
-def _caps(model_name: str, multilingual: bool | None) -> Capabilities:
-    return Capabilities(
-        safe_clip_batch=8,
-        max_batch=8,
+def _ctx(model_name: str, multilingual: bool | None, hosted: bool = True) -> SimpleNamespace:
+    """A service context whose ML service hosts one model (or none) with this flag."""
+    info = ModelInfo(
         model_name=model_name,
+        model_id=f"{model_name}@0123abcd",
+        multilingual=multilingual,
         embedding_dim=512,
+        safe_clip_batch=8,
         device="cpu",
         dtype="fp32",
-        image_formats=[],
-        raw_formats=[],
-        max_queue=8,
-        multilingual=multilingual,
     )
+    return SimpleNamespace(ml=SimpleNamespace(model_info=lambda model: info if hosted else None))
 
 
 def test_the_search_routes_follow_the_ml_services_flag_then_the_name():
     texts = ["chien sur la plage", "Hund am Strand", "chat sur le lit", "sunset"]
-    found = _language_warnings(texts, "ViT-B-32__openai", _caps("ViT-B-32__openai", None))
+    found = _language_warnings(_ctx("ViT-B-32__openai", None), texts, "ViT-B-32__openai@0123abcd")
     assert [(w.code, w.language, w.text) for w in found] == [
         (CODE, "fr", "chien sur la plage"),
         (CODE, "de", "Hund am Strand"),
     ]
-    assert _language_warnings(texts, "ViT-B-32__openai", _caps("ViT-B-32__openai", True)) == []
-    assert _language_warnings(texts, "nllb-clip-base-siglip__v1", None) == []
-    assert (
-        len(_language_warnings(texts, "nllb-clip-base-siglip__v1", _caps("nllb-clip-base-siglip__v1", False)))
-        == 2
-    )
+    assert "the model ViT-B-32__openai understands" in found[0].message  # the name, not the id
+    assert _language_warnings(_ctx("ViT-B-32__openai", True), texts, "ViT-B-32__openai@0123abcd") == []
+    nllb = "nllb-clip-base-siglip__v1"
+    assert _language_warnings(_ctx(nllb, None), texts, f"{nllb}@0123abcd") == []
+    assert _language_warnings(_ctx(nllb, None, hosted=False), texts, f"{nllb}@0123abcd") == []
+    assert len(_language_warnings(_ctx(nllb, False), texts, f"{nllb}@0123abcd")) == 2
+    assert _language_warnings(_ctx(nllb, False), texts, "") == []  # no model known: nothing to say
