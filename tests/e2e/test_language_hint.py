@@ -1,16 +1,15 @@
 """The language hint through HTTP and the CLI, against live services on the tiny test model.
 
-The test model is English-only by the rule of `shoebox.ingest.language.is_multilingual` (its
-name says nothing multilingual), so a query clearly in another language gets a W_QUERY_LANGUAGE
-warning in the answer; the same tiny model in a folder named "…multilingual…" is multilingual by
-that rule, and never does.
+The tiny OpenCLIP test model is English-only (the ML service says so: `multilingual` false), so
+a query clearly in another language gets a W_QUERY_LANGUAGE warning in the answer; a tiny M-CLIP
+test model (an XLM-R text tower) is multilingual by the ML service's word, although its name says
+nothing of it, and never does.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -67,9 +66,11 @@ def lib(ml_service: ServiceProcess, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def multilingual_lib(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Library]:
+def multilingual_lib(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Library]:
+    from shoebox.ml.models.onnx_testmodel import build_onnx_test_model
+
     base = tmp_path_factory.mktemp("langhint-multilingual")
-    model = shutil.copytree(tiny_model_dir, base / "tiny-multilingual-clip")
+    model = build_onnx_test_model("tiny", base / "tiny-mclip", family="mclip", fp16=False)
     ml = start_ml(model, base / "ml")
     try:
         yield from _library(ml, base)
@@ -149,7 +150,7 @@ def test_a_multilingual_model_never_gets_the_warning(multilingual_lib):
     api = multilingual_lib.api
     for query, _ in FOREIGN:
         answer = api.search_text(query, limit=1, collection=COLLECTION)
-        assert "multilingual" in answer["model_name"]
+        assert "tiny-mclip" in answer["model_name"]
         assert answer["warnings"] == []
     terms = [{"text": q} for q, _ in FOREIGN]
     assert api.search_query(terms, limit=1, collection=COLLECTION)["warnings"] == []

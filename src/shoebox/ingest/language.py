@@ -142,8 +142,8 @@ class LanguageWarning:
 def is_multilingual(model_name: str, capabilities_flag: bool | None = None) -> bool:
     """Whether a model understands queries in other languages than English.
 
-    The ML service's capabilities say so per model (`multilingual`); without that flag the
-    model catalogue does (`shoebox.ml.models.catalogue`: the NLLB, XLM-Roberta, LaBSE, SigLIP
+    The ML service's capabilities say so per model (`multilingual`, from the model's family and
+    vocabulary); without that flag the model catalogue does (`shoebox.ml.models.catalogue`: the NLLB, XLM-Roberta, LaBSE, SigLIP
     i18n and SigLIP 2 models), and for a name it does not know, the name: names starting with
     `nllb`, `XLM-Roberta` or `LABSE`, or containing `multilingual` or `xlm`, are multilingual;
     every other model, the random-weight test models included, is English-only. A model id
