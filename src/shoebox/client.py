@@ -268,6 +268,8 @@ class ShoeboxClient:
         filters: dict[str, Any] | None = None,
         collection: str | None = None,
     ) -> dict[str, Any]:
+        """`{"results", "collection_name", "model_name", "warnings"}`: `warnings` lists a
+        W_QUERY_LANGUAGE warning when the text is clearly not English and the model is English-only."""
         body: dict[str, Any] = {"query": query, "limit": limit, "offset": offset}
         if filters:
             body["filters"] = filters
@@ -307,7 +309,8 @@ class ShoeboxClient:
         collection: str | None = None,
     ) -> dict[str, Any]:
         """A combined query: `terms` like `{"text": "beach"}`, `{"image_id": id, "weight": -1}` or
-        `{"image_upload": i}` (the i-th of `uploads`, as `(filename, bytes)`); see POST /api/v1/search/query."""
+        `{"image_upload": i}` (the i-th of `uploads`, as `(filename, bytes)`); see POST /api/v1/search/query.
+        The answer's `warnings` holds one W_QUERY_LANGUAGE warning per language of its texts, as search_text."""
         body: dict[str, Any] = {"terms": terms, "limit": limit, "offset": offset, "sort": sort}
         for key, value in (
             ("filters", filters),

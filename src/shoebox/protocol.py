@@ -92,7 +92,11 @@ class ModelInfo(BaseModel):
     model_name: str
     model_id: str = Field(description="<model_name>@<digest>: the model by content (what collections record).")
     family: str = "openclip"
-    multilingual: bool = False
+    multilingual: bool | None = Field(
+        default=None,
+        description="Whether text queries in other languages than English work; null: the model does not "
+        "say (the ingestion service then goes by the model's name).",
+    )
     embedding_dim: int
     input_size: int = 224
     safe_clip_batch: int
@@ -241,6 +245,20 @@ class JobWarning(BaseModel):
     code: ErrorCode
     message: str
     count: int = 0
+
+
+class QueryWarning(BaseModel):
+    """A search answer's warning: the search ran, but the user should know something about it.
+
+    `W_QUERY_LANGUAGE`: a text of the query is clearly not English and the model is English-only.
+    """
+
+    code: str
+    message: str
+    language: str
+    confidence: float
+    suggested_models: list[str] = Field(default_factory=list)
+    text: str | None = None
 
 
 class FileError(BaseModel):

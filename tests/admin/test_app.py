@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from shoebox.admin import APP_PATH  # noqa: E402
 from shoebox.client import ShoeboxClient  # noqa: E402
+from shoebox.ingest.language import SUGGESTED_MODELS  # noqa: E402
 
 TIMEOUT_S = 60
 
@@ -246,3 +247,30 @@ def test_ingest_search_detail_and_duplicates(ui_env) -> None:
     assert "Same picture (0 group(s))" in heads, heads
     near = [{p for _, p in _cards(g)} for g in _groups(at)[1:]]
     assert any({original, small} <= paths for paths in near), near
+
+
+def test_search_in_another_language_shows_the_language_hint(ui_env) -> None:
+    with ShoeboxClient(ui_env.ingest.url) as api:
+        if "langhint" not in api.collections():
+            api.create_collection("langhint")  # empty: the warning comes with the answer, hits or not
+    at = AppTest.from_file(str(APP_PATH), default_timeout=TIMEOUT_S)
+    at.session_state["collection"] = "langhint"
+    at.run()
+    at.sidebar.radio(key="page").set_value("Search").run()
+    assert not at.exception, at.exception
+
+    at.text_input(key="search_query").input("Hund am Strand")
+    _search(at)
+    [warning] = [w.value for w in at.warning]
+    assert "W_QUERY_LANGUAGE" in warning and "German" in warning
+    assert all(model in warning for model in SUGGESTED_MODELS)
+    assert f"shoebox collections migrate langhint --model {SUGGESTED_MODELS[0]}" in warning
+
+    at.text_input(key="search_query").input("猫")
+    _search(at)
+    assert ["W_QUERY_LANGUAGE" in w.value for w in at.warning] == [True]
+
+    for english in ("dog on a beach", "Paris", "pizza margherita"):
+        at.text_input(key="search_query").input(english)
+        _search(at)
+        assert [w.value for w in at.warning] == [], english

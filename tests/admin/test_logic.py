@@ -108,3 +108,16 @@ def test_admin_talks_only_through_the_client() -> None:
                 names = [node.module or ""]
             for name in names:
                 assert not name.startswith(("shoebox.ingest", "shoebox.store", "shoebox.ml")), (path, name)
+
+
+def test_search_warning_names_the_models_and_how_to_switch():
+    warning = {
+        "code": "W_QUERY_LANGUAGE",
+        "message": "The query looks French",
+        "suggested_models": ["nllb-clip-large-siglip__v1", "nllb-clip-base-siglip__v1"],
+    }
+    text = logic.search_warning(warning, "photos")
+    assert text.startswith("**W_QUERY_LANGUAGE** — The query looks French")
+    assert "`nllb-clip-base-siglip__v1`" in text
+    assert "`shoebox collections migrate photos --model nllb-clip-large-siglip__v1`" in text
+    assert "migrate" not in logic.search_warning({"code": "W_OTHER", "message": "m"}, "photos")

@@ -78,6 +78,19 @@ def query_terms(text: str = "", not_like: str = "", *, upload: bool = False) -> 
     return terms
 
 
+def search_warning(warning: dict[str, Any], collection: str | None) -> str:
+    """A search answer's warning as the page shows it: the message, and for a query in another
+    language the multilingual models and how to switch the collection to one."""
+    text = f"**{warning.get('code', 'warning')}** — {warning.get('message', '')}"
+    models = warning.get("suggested_models") or []
+    if models:
+        text += (
+            "\n\nMultilingual models: " + ", ".join(f"`{m}`" for m in models) + ". To switch this "
+            f"collection: `shoebox collections migrate {collection or 'NAME'} --model {models[0]}`"
+        )
+    return text
+
+
 def score_threshold(min_score: float) -> float | None:
     """The slider's value as the API's score_threshold: None (no cut) at its lowest value."""
     return None if min_score <= SCORE_OFF else float(min_score)

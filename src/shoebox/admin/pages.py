@@ -459,6 +459,8 @@ def search() -> None:
     )
     if answer is None:
         return
+    for warning in answer.get("warnings") or []:
+        st.warning(logic.search_warning(warning, answer.get("collection_name")))
     hits = answer.get("results", [])
     total = answer.get("total")
     count = f"{len(hits)} result(s) on this page"

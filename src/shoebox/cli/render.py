@@ -88,9 +88,24 @@ def _hit_rows(hits: list[dict[str, Any]], title: str, start: int = 1) -> Table:
     return table
 
 
+def print_search_warnings(answer: dict[str, Any]) -> None:
+    """The answer's warnings, on stderr: a query not in the model's language names the models to use."""
+    for warning in answer.get("warnings") or []:
+        err.print(f"[yellow]warning {warning.get('code')}: {warning.get('message')}[/]", highlight=False)
+        models = warning.get("suggested_models") or []
+        if models:
+            collection = answer.get("collection_name") or "NAME"
+            err.print(
+                f"[yellow]  multilingual models: {', '.join(models)}\n"
+                f"  to switch this collection: shoebox collections migrate {collection} --model {models[0]}[/]",
+                highlight=False,
+            )
+
+
 def _show_hits(answer: dict[str, Any], title: str, json_out: bool, start: int = 1) -> None:
     hits = answer["results"]
     warn_if_test_model(hits)
+    print_search_warnings(answer)
     if json_out:
         print_json(answer)
     else:

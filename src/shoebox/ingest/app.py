@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
 from shoebox.http import add_openapi_schemas, install_api_key, install_error_handlers
+from shoebox.ingest import language
 from shoebox.ingest.config import IngestSettings
 from shoebox.ingest.context import ServiceContext, get_ctx
 from shoebox.ingest.routes import collections, folders, images, ingest, search
@@ -23,6 +25,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = ServiceContext.open(settings)
         app.state.ctx = ctx
+        # The language hint's model takes ≈ 0.5 s to load: in the background, never in a request's way
+        # (a search that comes first waits for it in its worker thread).
+        threading.Thread(target=language.load, name="language-model", daemon=True).start()
         resumed = ctx.jobs.resume_unfinished()
         if resumed:
             log.info("resumed %d unfinished ingest job(s)", resumed)

@@ -107,7 +107,7 @@ class ModelLane:
             model_name=m.model_name,
             model_id=m.model_id,
             family=getattr(m, "family", "openclip"),
-            multilingual=bool(getattr(m, "multilingual", False)),
+            multilingual=getattr(m, "multilingual", None),
             embedding_dim=m.embedding_dim,
             input_size=m.input_size,
             safe_clip_batch=self.probe.safe_clip_batch,

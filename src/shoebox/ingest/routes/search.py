@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field, StringConstraints, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from shoebox.ingest import duplicates as duplicates_mod
+from shoebox.ingest import language, search
 from shoebox.ingest import query as combined
-from shoebox.ingest import search
 from shoebox.ingest.context import ServiceContext
 from shoebox.ingest.search import (
     CollectionRef,
@@ -27,7 +27,7 @@ from shoebox.ingest.search import (
     resolve_collection,
     vector_call,
 )
-from shoebox.protocol import ErrorCode, Hit, ShoeboxError, same_model
+from shoebox.protocol import ErrorCode, Hit, QueryWarning, ShoeboxError, same_model
 
 router = APIRouter(tags=["search"])
 
@@ -51,6 +51,13 @@ class SearchResponse(BaseModel):
     results: list[Hit]
     collection_name: str
     model_name: str | None = None
+
+
+class TextSearchResponse(SearchResponse):
+    warnings: list[QueryWarning] = Field(
+        default_factory=list,
+        description="W_QUERY_LANGUAGE: a text is clearly not English and the model is English-only.",
+    )
 
 
 class QueryCacheStats(BaseModel):
@@ -96,12 +103,31 @@ def _query_model(ctx: ServiceContext, ref: CollectionRef) -> str:
     )
 
 
-@router.post("/api/v1/search/text", response_model=SearchResponse)
-async def search_text(body: TextSearchRequest, request: Request, response: Response) -> SearchResponse:
-    """Images ranked by cosine similarity to a text, optionally filtered; `limit`/`offset` page."""
+def _language_warnings(ctx: ServiceContext, texts: list[str], model: str) -> list[QueryWarning]:
+    """One W_QUERY_LANGUAGE warning per language found among the texts, when the model is
+    English-only (runs the detector: call it in a worker thread)."""
+    if not model or not texts:
+        return []
+    info = ctx.ml.model_info(model)
+    name = info.model_name if info else model
+    multilingual = language.is_multilingual(name, info.multilingual if info else None)
+    found: dict[str, QueryWarning] = {}
+    for text in texts:
+        warning = language.query_language_warning(text, multilingual, name)
+        if warning is not None and warning.language not in found:
+            found[warning.language] = QueryWarning(**warning.as_dict(), text=text)
+    return list(found.values())
+
+
+@router.post("/api/v1/search/text", response_model=TextSearchResponse)
+async def search_text(body: TextSearchRequest, request: Request, response: Response) -> TextSearchResponse:
+    """Images ranked by cosine similarity to a text, optionally filtered; `limit`/`offset` page.
+
+    `warnings` says when the text is clearly not English and the model is English-only."""
     ctx = context(request)
     ref = await run_in_threadpool(resolve_collection, ctx, body.collection_name)
     model_name = await run_in_threadpool(_query_model, ctx, ref)
+    warnings = await run_in_threadpool(_language_warnings, ctx, [body.query], model_name)
     cache = query_cache(request)
     text = body.query
     vector = cache.get(model_name, text)
@@ -113,9 +139,12 @@ async def search_text(body: TextSearchRequest, request: Request, response: Respo
         if model_name:
             cache.put(model_name, text, vector)
     _check_model(ref, model_name or None, len(vector))
+    answer = TextSearchResponse(
+        results=[], collection_name=ref.name, model_name=model_name or None, warnings=warnings
+    )
     if not ref.exists:
-        return SearchResponse(results=[], collection_name=ref.name, model_name=model_name or None)
-    hits = await vector_call(
+        return answer
+    answer.results = await vector_call(
         search.search_vector,
         ctx.store,
         ref.store,
@@ -124,7 +153,7 @@ async def search_text(body: TextSearchRequest, request: Request, response: Respo
         offset=body.offset,
         filters=body.filters,
     )
-    return SearchResponse(results=hits, collection_name=ref.name, model_name=model_name or None)
+    return answer
 
 
 @router.post("/api/v1/search/image", response_model=SearchResponse)
@@ -164,7 +193,7 @@ async def search_image(
     return SearchResponse(results=hits, collection_name=ref.name, model_name=model_name)
 
 
-class QueryResponse(SearchResponse):
+class QueryResponse(TextSearchResponse):
     total: int | None = Field(
         default=None, description="Date sorts: how many candidates were ordered (pages end there)."
     )
@@ -259,6 +288,8 @@ async def _answer_combined(
     ctx = context(request)
     ref = await run_in_threadpool(resolve_collection, ctx, body.collection_name)
     model_name = await run_in_threadpool(_query_model, ctx, ref)
+    texts = [t.text for t in body.terms if t.text is not None]
+    warnings = await run_in_threadpool(_language_warnings, ctx, texts, model_name) if texts else []
     vectors = await _term_vectors(request, ref, body, uploads, model_name, response)
     for vector in vectors:
         _check_model(ref, model_name or None, len(vector))
@@ -268,6 +299,7 @@ async def _answer_combined(
         model_name=model_name or None,
         sort=body.sort,
         score_threshold=body.score_threshold,
+        warnings=warnings,
     )
     if not ref.exists:
         return answer
