@@ -29,7 +29,9 @@ def two_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from shoebox.ml.models.onnx_testmodel import build_onnx_test_model
 
     root = tmp_path_factory.mktemp("two-models")
-    return build_onnx_test_model("tiny", root / "tiny-a", seed=0), build_onnx_test_model("tiny", root / "tiny-b", seed=1)
+    return build_onnx_test_model("tiny", root / "tiny-a", seed=0), build_onnx_test_model(
+        "tiny", root / "tiny-b", seed=1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,10 @@ def test_a_collection_switches_model_while_searches_and_an_ingest_go_on_then_rol
     data = tmp_path / "data"
     # Small batches, one in flight: the migration takes long enough to search and ingest during it.
     ingest = start_ingest(
-        data, [ml_two.url], [root], env={"SHOEBOX_ML_INFERENCE_BATCH_SIZE": "2", "SHOEBOX_ML_MAX_INFLIGHT": "1"}
+        data,
+        [ml_two.url],
+        [root],
+        env={"SHOEBOX_ML_INFERENCE_BATCH_SIZE": "2", "SHOEBOX_ML_MAX_INFLIGHT": "1"},
     )
     api = connect(ingest.url)
     try:
@@ -88,7 +93,13 @@ def test_a_collection_switches_model_while_searches_and_an_ingest_go_on_then_rol
                 while not stop.is_set():
                     try:
                         body = searcher.search_text("a dog on a beach", limit=5, collection=LIB)
-                        answers.append((len(body["results"]), body.get("model_name"), body["results"][0]["payload"].get("model_name") if body["results"] else ""))
+                        answers.append(
+                            (
+                                len(body["results"]),
+                                body.get("model_name"),
+                                body["results"][0]["payload"].get("model_name") if body["results"] else "",
+                            )
+                        )
                     except APIError as exc:
                         failures.append(f"{exc.code}: {exc}")
                     time.sleep(0.02)
@@ -114,11 +125,18 @@ def test_a_collection_switches_model_while_searches_and_an_ingest_go_on_then_rol
         # Each answer came from one model: the vectors' model and the hits' model agree.
         assert {(m, hit_model) for _, m, hit_model in answers} <= {(model_a, model_a), (model_b, model_b)}
         assert answers[-1][1] == model_b
+        assert {m for _, m, _ in answers} == {model_a, model_b}, "searches ran before and after the switch"
 
         info = api.collection_info(LIB)
         assert info["model_name"] == model_b
-        assert [(m["model_name"], m["state"]) for m in info["models"]] == [(model_b, "active"), (model_a, "retired")]
-        assert info["migration"]["status"] == "completed" and info["migration"]["done"] == info["migration"]["total"]
+        assert [(m["model_name"], m["state"]) for m in info["models"]] == [
+            (model_b, "active"),
+            (model_a, "retired"),
+        ]
+        assert (
+            info["migration"]["status"] == "completed"
+            and info["migration"]["done"] == info["migration"]["total"]
+        )
 
         # Rollback is one call: only what changed since is embedded again.
         write_photos(root / "after", 3, seed=900)
@@ -146,7 +164,9 @@ def test_a_collection_switches_model_while_searches_and_an_ingest_go_on_then_rol
     answering = _store_points(data, rec.store)
     assert set(answering) == {point_id(sha) for sha in contents}
     assert set(answering.values()) == {model_a}
-    assert len(_store_points(data, kept[model_b])) == 72  # as it was at the rollback (not the 3 after)
+    assert (
+        len(_store_points(data, kept[model_b])) == 75
+    )  # as it was at the rollback (it answered for "after")
 
     ingest = start_ingest(data, [ml_two.url], [root])
     try:

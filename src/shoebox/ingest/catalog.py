@@ -306,7 +306,7 @@ class Catalog:
         with self._tx() as c:
             c.execute(
                 "INSERT INTO migrations (migration_id, collection, model_name, store_name, embedding_dim,"
-                " status, previous_model, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " status, message, previous_model, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     m.migration_id,
                     m.collection,
@@ -314,6 +314,7 @@ class Catalog:
                     m.store_name,
                     m.embedding_dim,
                     m.status,
+                    m.message,
                     m.previous_model,
                     m.created_at,
                 ),

@@ -99,7 +99,8 @@ class Migrations:
             hosted = [m.model_id for m in caps.models] if caps else []
             raise ShoeboxError(
                 ErrorCode.MODEL_NOT_FOUND,
-                f"no reachable ML service hosts model {model!r}" + (f" (hosted: {', '.join(hosted)})" if hosted else ""),
+                f"no reachable ML service hosts model {model!r}"
+                + (f" (hosted: {', '.join(hosted)})" if hosted else ""),
                 hosted=hosted,
             )
         if rec.model_name and "@" in rec.model_name and same_model(rec.model_name, info.model_id):
@@ -159,12 +160,20 @@ class Migrations:
         rec = self.catalog.get_collection(collection)
         if rec is None:
             raise ShoeboxError(ErrorCode.NOT_FOUND, f"no collection {collection!r}")
-        found = [g for g in self.catalog.generations(collection) if g.model_name == model or same_model(model, g.model_name) and "@" not in model]
+        found = [
+            g
+            for g in self.catalog.generations(collection)
+            if g.model_name == model or same_model(model, g.model_name) and "@" not in model
+        ]
         if not found:
-            raise ShoeboxError(ErrorCode.NOT_FOUND, f"collection {collection!r} keeps no embeddings of {model!r}")
+            raise ShoeboxError(
+                ErrorCode.NOT_FOUND, f"collection {collection!r} keeps no embeddings of {model!r}"
+            )
         g = found[0]
         if g.state != "retired":
-            raise ShoeboxError(ErrorCode.CONFLICT, f"{g.model_name} is being built by a migration: cancel it first")
+            raise ShoeboxError(
+                ErrorCode.CONFLICT, f"{g.model_name} is being built by a migration: cancel it first"
+            )
         lock = self._collection_lock(collection)
         if not lock.acquire(timeout=5.0):
             raise ShoeboxError(ErrorCode.CONFLICT, f"collection {collection!r} has a job in progress")
@@ -215,7 +224,9 @@ class Migrations:
     def _run(self, m: MigrationRecord, cancel: threading.Event) -> None:
         stop = lambda: cancel.is_set() or self.shutdown.is_set()  # noqa: E731
         try:
-            self.catalog.update_migration(m.migration_id, status="running", started_at=m.started_at or utc_now())
+            self.catalog.update_migration(
+                m.migration_id, status="running", started_at=m.started_at or utc_now()
+            )
             _Worker(self, m, stop).run()
             if cancel.is_set():
                 self._end_cancelled(m)
@@ -253,7 +264,10 @@ class Migrations:
             self.store.delete_collection(m.store_name)
             self.catalog.drop_generation(m.collection, m.store_name)
         self.catalog.update_migration(
-            m.migration_id, status="cancelled", message="cancelled: the collection keeps its model", finished_at=utc_now()
+            m.migration_id,
+            status="cancelled",
+            message="cancelled: the collection keeps its model",
+            finished_at=utc_now(),
         )
 
 
@@ -329,7 +343,9 @@ class _Worker:
         active = self.catalog.get_collection(m.collection)
         payloads = {
             r.id: r.payload
-            for r in self.store.get(active.store if active else m.collection, [point_id(s.sha) for s in batch])
+            for r in self.store.get(
+                active.store if active else m.collection, [point_id(s.sha) for s in batch]
+            )
         }
         prepared = list(pool.map(self._prepare, batch, [payloads.get(point_id(s.sha), {}) for s in batch]))
         files = [p for p in prepared if p is not None]
@@ -338,7 +354,9 @@ class _Worker:
             return 0
         items, answered_by = self.ml.embed_batch(files, should_stop=self.stop, model=m.model_name)
         if not same_model(m.model_name, answered_by):
-            raise ShoeboxError(ErrorCode.MODEL_MISMATCH, f"the ML service answered with {answered_by}, not {m.model_name}")
+            raise ShoeboxError(
+                ErrorCode.MODEL_MISMATCH, f"the ML service answered with {answered_by}, not {m.model_name}"
+            )
         records = []
         for f, item in zip(files, items, strict=True):
             if item.error is not None or not item.embedding:
@@ -385,7 +403,9 @@ class _Worker:
             if data:
                 self.counts["from_thumbnails"] += 1
                 return BatchFile(source.sha, "thumbnail.jpg", data)
-        log.warning("migration of %s: no readable file nor thumbnail for content %s", self.m.collection, source.sha)
+        log.warning(
+            "migration of %s: no readable file nor thumbnail for content %s", self.m.collection, source.sha
+        )
         return None
 
     # ------------------------------------------------------------ the switch
