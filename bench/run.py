@@ -1,4 +1,4 @@
-"""`python -m bench [--only ml,ingest,search] [--quick] [--large]`: the Shoebox benchmark, one run, one table.
+"""`python -m bench [--only ml,ingest,search,migrate] [--quick] [--large]`: the Shoebox benchmark, one run, one table.
 
 Every ratio is to the bare encoder measured in the same run on the same machine, so numbers from
 a busy or a different machine still compare within themselves.
@@ -22,18 +22,26 @@ from rich.console import Console
 
 from bench import corpus as corpus_mod
 from bench import ingest as ingest_bench
+from bench import migrate as migrate_bench
 from bench import ml as ml_bench
 from bench import search as search_bench
 from bench.machine import ForeignLoad, describe_machine
 from bench.report import Report, Row
 from bench.services import Workspace, running, start_ml
 
-SECTIONS = ("ml", "ingest", "search")
+SECTIONS = ("ml", "ingest", "search", "migrate")
+# What runs without --only: the migrate section (≈ 4 min more) only when asked for, since the
+# three others already take about a quarter of an hour on 2 cores.
+DEFAULT_SECTIONS = ("ml", "ingest", "search")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    p.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: ml,ingest,search")
+    p.add_argument(
+        "--only",
+        default=",".join(DEFAULT_SECTIONS),
+        help=f"comma-separated sections: {','.join(SECTIONS)} (default: {','.join(DEFAULT_SECTIONS)})",
+    )
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every row (~2 min)")
     p.add_argument(
         "--keep", action="store_true", help="keep the services' temp folder (logs, data) for a look"
@@ -91,18 +99,23 @@ def main(argv: list[str] | None = None) -> int:
     ws = Workspace(root=ws_root, corpus_root=corpus.root, probe_cache=ws_root / "probe")
     log(f"services' state and logs in {ws_root}")
     try:
-        ml, startup = start_ml(ws, corpus.vit_b_32, "ml-vit-b-32")
-        log(f"ML service up in {startup:.1f} s at {ml.url}")
-        with running(ml):
-            report.add(
-                Row("ml", "ML service start-up (model load + safe-batch probe or its cache)", startup, "s")
-            )
-            if "ml" in wants and bare:
-                ml_bench.run(report, corpus, ml, bare, args.quick, log)
-            if "ingest" in wants and bare:
-                ingest_bench.run(report, ws, corpus, ml, args.quick, log)
-            if "search" in wants:
-                search_bench.run(report, ws, corpus, ml, args.quick, log, large=args.large)
+        if wants & {"ml", "ingest", "search"}:
+            ml, startup = start_ml(ws, corpus.vit_b_32, "ml-vit-b-32")
+            log(f"ML service up in {startup:.1f} s at {ml.url}")
+            with running(ml):
+                report.add(
+                    Row(
+                        "ml", "ML service start-up (model load + safe-batch probe or its cache)", startup, "s"
+                    )
+                )
+                if "ml" in wants and bare:
+                    ml_bench.run(report, corpus, ml, bare, args.quick, log)
+                if "ingest" in wants and bare:
+                    ingest_bench.run(report, ws, corpus, ml, args.quick, log)
+                if "search" in wants:
+                    search_bench.run(report, ws, corpus, ml, args.quick, log, large=args.large)
+        if "migrate" in wants:  # its own ML service, hosting two models
+            migrate_bench.run(report, ws, corpus, args.quick, log)
     except Exception as exc:  # noqa: BLE001 - still print and save what was measured
         report.errors.append(f"run aborted: {exc!r}")
         log(f"[red]run aborted: {exc!r}[/]")

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -161,7 +162,7 @@ class ShoeboxClient:
 
     def drop_model(self, name: str, model: str) -> dict[str, Any]:
         """Delete the collection's kept embeddings by `model` (no rollback to it afterwards)."""
-        return self.delete(f"/api/v1/collections/{name}/models/{model}")
+        return self.delete(f"/api/v1/collections/{name}/models/{quote(model, safe='')}")
 
     def follow_migration(
         self,

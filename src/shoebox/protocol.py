@@ -159,7 +159,7 @@ def same_model(recorded: str | None, model_id: str | None) -> bool:
         return True
     if recorded == model_id:
         return True
-    return "@" not in recorded and model_id.split("@", 1)[0] == recorded
+    return "@" not in recorded and model_id.rsplit("@", 1)[0] == recorded
 
 
 def find_model(models: list[ModelInfo], name: str) -> ModelInfo | None:

@@ -47,9 +47,11 @@ def hosted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosted]:
 
 @dataclass
 class Built:
-    """A data dir with `c1` (built with the default model, A) and `c2` (created for B)."""
+    """A library with `c1` (built with the default model, A) and `c2` (created for B), and a copy
+    of it taken while no service ran (one process owns a data dir)."""
 
     data: Path
+    copy: Path
     root: Path
 
 
@@ -61,14 +63,14 @@ def built(hosted: Hosted, tmp_path_factory: pytest.TempPathFactory) -> Built:
     proc = start_ingest(base / "data", [hosted.ml_ab.url], [root])
     try:
         with connect(proc.url) as client:
+            client.post("/api/v1/collections", json={"collection_name": "c2", "model": hosted.b})
             for name in ("c1", "c2"):
-                if name == "c2":
-                    client.post("/api/v1/collections", json={"collection_name": "c2", "model": hosted.b})
                 job = client.ingest_and_follow(root, name, **FOLLOW)
                 assert (job.status, job.indexed) == ("completed", PHOTOS), job
     finally:
         proc.stop()
-    return Built(base / "data", root)
+    shutil.copytree(base / "data", base / "copy")
+    return Built(base / "data", base / "copy", root)
 
 
 def serve(data: Path, ml: ServiceProcess, root: Path) -> Iterator[ShoeboxClient]:
@@ -87,11 +89,9 @@ def on_ab(built: Built, hosted: Hosted) -> Iterator[ShoeboxClient]:
 
 
 @pytest.fixture(scope="module")
-def on_b_only(built: Built, hosted: Hosted, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShoeboxClient]:
-    """An ingestion service on a copy of the library (one process owns a data dir), with an ML
-    service hosting only model B."""
-    data = Path(shutil.copytree(built.data, tmp_path_factory.mktemp("copy") / "data"))
-    yield from serve(data, hosted.ml_b, built.root)
+def on_b_only(built: Built, hosted: Hosted) -> Iterator[ShoeboxClient]:
+    """An ingestion service on the copy of the library, with an ML service hosting only model B."""
+    yield from serve(built.copy, hosted.ml_b, built.root)
 
 
 def refused(call) -> APIError:
@@ -113,7 +113,9 @@ def test_a_text_search_embeds_with_the_collections_model(on_ab: ShoeboxClient, h
     assert len(answer["results"]) == PHOTOS
 
 
-def test_a_collection_created_for_another_hosted_model_records_it(on_ab: ShoeboxClient, hosted: Hosted) -> None:
+def test_a_collection_created_for_another_hosted_model_records_it(
+    on_ab: ShoeboxClient, hosted: Hosted
+) -> None:
     assert on_ab.collection_info("c2")["model_name"] == hosted.b
 
 
@@ -170,18 +172,52 @@ def test_a_collection_of_a_hosted_model_still_searches_where_another_is_missing(
 
 
 @pytest.fixture
-def legacy(hosted: Hosted, tmp_path: Path) -> Iterator[tuple[ShoeboxClient, Path]]:
-    """A library whose collection row holds the bare model name, as versions before identities wrote."""
+def legacy(services, clients, hosted: Hosted, tmp_path: Path) -> tuple[ShoeboxClient, Path]:
+    """A library whose collection row holds the bare model name, as versions before identities
+    wrote it (edited in the catalog while no service runs), served again on models A and B."""
     root = tmp_path / "photos"
     write_photos(root, 2)
     data = tmp_path / "data"
-    with connect(start_ingest(data, [hosted.ml_ab.url], [root]).url) as client:
-        pass
-    for client in serve(data, hosted.ml_ab, root):
-        job = client.ingest_and_follow(root, "old", **FOLLOW)
-        assert (job.status, job.indexed) == ("completed", 2), job
-    bare = hosted.a.rsplit("@", 1)[0]
-    with sqlite3.connect(data / "catalog.sqlite3") as db:
-        db.execute("UPDATE collections SET model_name = ? WHERE name = 'old'", (bare,))
+    first = services("ingest", data, [hosted.ml_ab.url], [root])
+    job = clients(first.url).ingest_and_follow(root, "old", **FOLLOW)
+    assert (job.status, job.indexed) == ("completed", 2), job
+    first.stop()
+    db = sqlite3.connect(data / "catalog.sqlite3")
+    with db:
+        db.execute("UPDATE collections SET model_name = ? WHERE name = 'old'", (bare_name(hosted.a),))
     db.close()
-    yield from ((client, root) for client in serve(data, hosted.ml_ab, root))
+    again = services("ingest", data, [hosted.ml_ab.url], [root])
+    return clients(again.url), root
+
+
+def bare_name(model_id: str) -> str:
+    return model_id.rsplit("@", 1)[0]
+
+
+def test_a_collection_recorded_by_bare_name_still_searches_with_that_model(
+    legacy: tuple[ShoeboxClient, Path], hosted: Hosted
+) -> None:
+    client, _ = legacy
+    assert client.collection_info("old")["model_name"] == bare_name(hosted.a)
+    answer = client.search_text("a photo", collection="old", limit=10)
+    assert answer["model_name"] == hosted.a
+    assert len(answer["results"]) == 2
+
+
+def test_the_next_ingest_upgrades_a_bare_name_to_the_models_identity(
+    legacy: tuple[ShoeboxClient, Path], hosted: Hosted
+) -> None:
+    client, root = legacy
+    write_photos(root / "new", 1, seed=50)
+    job = client.ingest_and_follow(root, "old", **FOLLOW)
+    assert (job.status, job.indexed, job.failed) == ("completed", 1, 0), job
+    assert client.collection_info("old")["model_name"] == hosted.a
+
+
+def test_an_ingest_with_nothing_new_upgrades_a_bare_name_to_the_models_identity(
+    legacy: tuple[ShoeboxClient, Path], hosted: Hosted
+) -> None:
+    client, root = legacy
+    job = client.ingest_and_follow(root, "old", **FOLLOW)
+    assert (job.status, job.unchanged) == ("completed", 2), job
+    assert client.collection_info("old")["model_name"] == hosted.a

@@ -300,10 +300,6 @@ def test_a_catalogue_name_absent_offline_stops_the_service_with_one_line(
     assert "ViT-B-32__openai" in lines[0] and "SHOEBOX_OFFLINE" in lines[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the duplicate check runs in the app lifespan, so it ends in a traceback (exit 3)",
-)
 def test_one_model_listed_twice_stops_the_service_with_one_line(
     model_dirs: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -485,14 +485,102 @@ def collections_list(json_out: bool = typer.Option(False, "--json")) -> None:
 
 
 @collections_app.command("create")
-def collections_create(name: str, json_out: bool = typer.Option(False, "--json")) -> None:
+def collections_create(
+    name: str,
+    model: str | None = typer.Option(
+        None, "--model", help="Embed it with this hosted model (default: the ML service's first)."
+    ),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
     """Create an empty collection."""
     with api_errors(), connect() as api:
-        answer = api.post("/api/v1/collections", json={"collection_name": name})
+        answer = api.create_collection(name, model)
     if json_out:
         print_json(answer)
     else:
-        out.print(f"created collection [bold]{name}[/]")
+        out.print(
+            f"created collection [bold]{name}[/]" + (f" with {answer.get('model_name')}" if model else "")
+        )
+
+
+def _show_migration(status: dict[str, Any]) -> None:
+    colour = {"completed": "green", "failed": "red", "cancelled": "yellow"}.get(status["status"], "bold")
+    out.print(
+        f"[{colour}]{status['status']}[/]: {status['collection_name']} → {status['model']} "
+        f"({status['done']}/{status['total']} photos; {status['from_files']} from their files, "
+        f"{status['from_thumbnails']} from thumbnails, {status['failed']} failed)"
+    )
+    if status.get("message"):
+        out.print(status["message"])
+
+
+@collections_app.command("migrate")
+def collections_migrate(
+    name: str,
+    model: str = typer.Option(..., "--model", help="The model to switch to (a hosted model's id or name)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the migration to its end."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Re-embed a collection with another model, in the background: searches keep answering with
+    the old model until the switch. Migrating back to the model it had is a rollback."""
+    with api_errors(), connect() as api:
+        status = api.migrate(name, model)
+        if wait:
+            progress = Progress(
+                SpinnerColumn(),
+                TextColumn(f"[bold]migrating {name}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=err,
+                disable=json_out,
+            )
+            task = progress.add_task("migrate", total=None)
+
+            def show(s: dict[str, Any]) -> None:
+                progress.update(task, completed=s["done"], total=s["total"] or None)
+
+            with progress:
+                try:
+                    status = api.follow_migration(name, poll_s=0.5, on_update=show)
+                except KeyboardInterrupt:
+                    progress.stop()
+                    err.print(
+                        "stopped following; the migration goes on (`shoebox collections cancel-migration` stops it)"
+                    )
+                    raise typer.Exit(130) from None
+    if json_out:
+        print_json(status)
+    else:
+        _show_migration(status)
+    if status["status"] == "failed":
+        raise typer.Exit(1)
+
+
+@collections_app.command("migration")
+def collections_migration(name: str, json_out: bool = typer.Option(False, "--json")) -> None:
+    """The collection's last migration: progress and outcome."""
+    with api_errors(), connect() as api:
+        status = api.migration(name)
+    print_json(status) if json_out else _show_migration(status)
+
+
+@collections_app.command("cancel-migration")
+def collections_cancel_migration(name: str, json_out: bool = typer.Option(False, "--json")) -> None:
+    """Stop a migration; the collection keeps its model."""
+    with api_errors(), connect() as api:
+        status = api.cancel_migration(name)
+    print_json(status) if json_out else _show_migration(status)
+
+
+@collections_app.command("drop-model")
+def collections_drop_model(name: str, model: str, json_out: bool = typer.Option(False, "--json")) -> None:
+    """Delete a collection's kept embeddings by a model it no longer answers with (no rollback to it after)."""
+    with api_errors(), connect() as api:
+        answer = api.drop_model(name, model)
+    print_json(answer) if json_out else out.print(f"dropped the {answer['dropped']} embeddings of {name}")
 
 
 @collections_app.command("delete")

@@ -102,7 +102,7 @@ def models_pull(
     """Download a model into the model cache, with a progress bar (from SHOEBOX_MODEL_SOURCE when set)."""
     from shoebox.ml.config import MLSettings
     from shoebox.ml.models.catalogue import lookup
-    from shoebox.ml.models.download import ModelUnavailableError, fetch_model, is_complete
+    from shoebox.ml.models.download import ModelUnavailableError, fetch_model, is_complete, missing_files
 
     settings = MLSettings()
     if lookup(name) is None:
@@ -135,6 +135,10 @@ def models_pull(
             err.print(f"downloading {name} from {settings.model_repo_prefix}/{name} on the Hugging Face hub…")
             path = fetch_model(name, target, settings)
         else:
+            source = Path(settings.model_source).expanduser() / name
+            if not is_complete(source):  # said in one line, before any bar is drawn
+                missing = ", ".join(missing_files(source)) if source.is_dir() else "the folder itself"
+                fail(f"{source} is not a model folder (missing {missing})")
             with progress:
                 path = fetch_model(name, target, settings, progress=advance)
     except ModelUnavailableError as exc:

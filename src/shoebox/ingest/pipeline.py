@@ -27,7 +27,7 @@ from shoebox.ingest.config import IngestSettings
 from shoebox.ingest.ml_client import MLClient
 from shoebox.ingest.scan import FolderScanner
 from shoebox.ingest.stages import Deduper, JobContext, Pipe, StoreStage
-from shoebox.protocol import ErrorCode, JobStatus, Outcome
+from shoebox.protocol import ErrorCode, JobStatus, Outcome, same_model
 from shoebox.store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,10 @@ class IngestPipeline:
         ctx.input_size = info.input_size
         ctx.model_name = info.model_id
         ctx.embedding_dim = ctx.embedding_dim or info.embedding_dim
+        legacy = rec is not None and rec.model_name and "@" not in rec.model_name
+        if legacy and same_model(rec.model_name, info.model_id) and ctx.embedding_dim == info.embedding_dim:
+            # Recorded by bare name (an earlier version): the hosted model of that name is its identity.
+            ctx.catalog.set_collection_model(ctx.collection, info.model_id, info.embedding_dim)
         return list(caps.image_formats) + list(caps.raw_formats)
 
     # ------------------------------------------------------------ the books

@@ -109,6 +109,11 @@ class CombinedQuery(BaseModel):
         ),
     )
     collection_name: str | None = None
+    language: str | None = Field(
+        default=None,
+        description="The texts' language (ISO 639-1 or FLORES-200) for models that take one (NLLB); "
+        "default: detected per text when clearly not English, else English.",
+    )
 
     def uploads_used(self) -> set[int]:
         return {t.image_upload for t in self.terms if t.image_upload is not None}

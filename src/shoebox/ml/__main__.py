@@ -5,11 +5,25 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import uvicorn
 
 from shoebox.ml.config import MLSettings
 from shoebox.ml.models.download import ModelUnavailableError, resolve_model_dir
+
+
+def _listed_twice(model_dirs: list[Path]) -> str | None:
+    """Two entries that are one model (a link, a copy in a folder of the same name), if any."""
+    from shoebox.ml.models.clip import ClipModel
+
+    seen: dict[str, Path] = {}
+    for model_dir in model_dirs:
+        model_id = ClipModel(model_dir).model_id
+        if model_id in seen:
+            return f"{seen[model_id]} and {model_dir} are both {model_id}"
+        seen[model_id] = model_dir
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         model_dirs = [resolve_model_dir(settings, entry) for entry in settings.model_entries()]
     except ModelUnavailableError as exc:
         print(f"shoebox-ml: error: {exc.message}", file=sys.stderr)
+        return 2
+    if (twice := _listed_twice(model_dirs)) is not None:
+        print(f"shoebox-ml: error: SHOEBOX_MODELS lists one model twice: {twice}", file=sys.stderr)
         return 2
     settings = settings.model_copy(
         update={

@@ -51,7 +51,7 @@ def create_collection(body: CreateCollectionRequest, ctx: ServiceContext = Depen
         model_id, dim = info.model_id, info.embedding_dim
     if not ctx.catalog.add_collection(name, model_id, dim):
         raise ShoeboxError(ErrorCode.CONFLICT, f"collection {name!r} already exists")
-    return {"collection_name": name, "model_name": model_id}
+    return {"collection_name": name, **({"model_name": model_id} if model_id else {})}
 
 
 @router.post("/select")

@@ -45,6 +45,12 @@ class TextSearchRequest(BaseModel):
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     collection_name: str | None = None
     filters: search.SearchFilters | None = None
+    language: str | None = Field(
+        default=None,
+        max_length=32,
+        description="The query's language (ISO 639-1 or FLORES-200) for models that take one (NLLB); "
+        "default: detected when clearly not English, else English.",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -103,6 +109,22 @@ def _query_model(ctx: ServiceContext, ref: CollectionRef) -> str:
     )
 
 
+def _text_languages(ctx: ServiceContext, model: str, texts: list[str], given: str | None) -> dict[str, str | None]:
+    """The language each text is embedded in: only a model that takes one (NLLB) gets one — the
+    request's, else the detected one when the text is clearly not English, else none (English).
+    Runs the detector: call it in a worker thread."""
+    info = ctx.ml.model_info(model) if model else None
+    if info is None or info.family != "nllb":
+        return dict.fromkeys(texts)
+    if given:
+        return dict.fromkeys(texts, given)
+    return {text: (found.language if (found := language.detect_foreign(text)) else None) for text in texts}
+
+
+def _cache_key(model: str, lang: str | None) -> str:
+    return f"{model}|{lang}" if lang else model
+
+
 def _language_warnings(ctx: ServiceContext, texts: list[str], model: str) -> list[QueryWarning]:
     """One W_QUERY_LANGUAGE warning per language found among the texts, when the model is
     English-only (runs the detector: call it in a worker thread)."""
@@ -130,14 +152,15 @@ async def search_text(body: TextSearchRequest, request: Request, response: Respo
     warnings = await run_in_threadpool(_language_warnings, ctx, [body.query], model_name)
     cache = query_cache(request)
     text = body.query
-    vector = cache.get(model_name, text)
+    lang = (await run_in_threadpool(_text_languages, ctx, model_name, [text], body.language))[text]
+    vector = cache.get(_cache_key(model_name, lang), text)
     response.headers[CACHE_HEADER] = "hit" if vector is not None else "miss"
     if vector is None:
         vector = await run_in_threadpool(
-            functools.partial(ctx.ml.embed_text, text, model=model_name or None)
+            functools.partial(ctx.ml.embed_text, text, model=model_name or None, language=lang)
         )
         if model_name:
-            cache.put(model_name, text, vector)
+            cache.put(_cache_key(model_name, lang), text, vector)
     _check_model(ref, model_name or None, len(vector))
     answer = TextSearchResponse(
         results=[], collection_name=ref.name, model_name=model_name or None, warnings=warnings
@@ -332,15 +355,19 @@ async def _term_vectors(
     stored images from the store, uploads from the ML service."""
     ctx = context(request)
     cache = query_cache(request)
-    texts = {t.text: cache.get(model_name, t.text) for t in body.terms if t.text is not None}
+    all_texts = list(dict.fromkeys(t.text for t in body.terms if t.text is not None))
+    langs = await run_in_threadpool(_text_languages, ctx, model_name, all_texts, body.language) if all_texts else {}
+    texts = {text: cache.get(_cache_key(model_name, langs[text]), text) for text in all_texts}
     missing = [text for text, vector in texts.items() if vector is None]
     if texts:
         response.headers[CACHE_HEADER] = "miss" if missing else "hit"
-    if missing:
-        embed = functools.partial(ctx.ml.embed_texts, missing, model=model_name or None)
-        for text, vector in zip(missing, await run_in_threadpool(embed), strict=True):
+    # One ML call per language among the missing texts (one, but for an NLLB model's mixed query).
+    for lang in dict.fromkeys(langs[text] for text in missing):
+        group = [text for text in missing if langs[text] == lang]
+        embed = functools.partial(ctx.ml.embed_texts, group, model=model_name or None, language=lang)
+        for text, vector in zip(group, await run_in_threadpool(embed), strict=True):
             if model_name:
-                cache.put(model_name, text, vector)
+                cache.put(_cache_key(model_name, lang), text, vector)
             texts[text] = vector
     by_upload: dict[int, list[float]] = {}
     for index in sorted(body.uploads_used()):

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shoebox.ml.config import MLSettings, looks_like_a_path
-from shoebox.ml.models.identity import HUB_MARKER
+from shoebox.ml.models.identity import HUB_MARKER, HUB_METADATA, IDENTITY_FILE
+from shoebox.ml.models.tokenizer import TEST_MODEL_MARKER
 from shoebox.protocol import ErrorCode, ShoeboxError
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,11 @@ def copy_model(source: Path, target: Path, progress: Callable[[int, int], None] 
         raise ModelUnavailableError(f"{source} is not a model folder (missing {missing})")
     files = sorted(
         {p for pattern in DOWNLOAD_PATTERNS for p in source.glob(pattern) if p.is_file()}
-        | {p for p in source.glob("*.json") if p.is_file()}
+        | {p for p in source.glob("*.json") if p.is_file() and p.name != IDENTITY_FILE}
+        # huggingface_hub's record of the commit: a copy of a hub download is still that download.
+        | {p for p in (source / HUB_METADATA).rglob("*.metadata") if p.is_file()}
+        # A random-weight model stays labelled as one wherever it is copied.
+        | {p for p in [source / TEST_MODEL_MARKER] if p.is_file()}
     )
     total = sum(p.stat().st_size for p in files)
     partial = target.with_name(target.name + ".partial")

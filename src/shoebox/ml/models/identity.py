@@ -36,7 +36,7 @@ HUB_MARKER = ".shoebox-hub.json"
 _CONTENT_SUFFIXES = (".json", ".onnx", ".onnx_data", ".txt", ".model")
 # huggingface_hub's `local_dir` downloads keep, per file, a metadata file whose first line is
 # the commit the file was downloaded at.
-_HUB_METADATA = Path(".cache") / "huggingface" / "download"
+HUB_METADATA = Path(".cache") / "huggingface" / "download"
 _SHORT = 16
 
 
@@ -88,7 +88,7 @@ def _hash_files(model_dir: Path, files: list[Path]) -> str:
 def _hub_revision(model_dir: Path) -> str | None:
     """`hub:<repo>@<commit>` when the folder is an untouched hub download, else None."""
     marker = model_dir / HUB_MARKER
-    meta = model_dir / _HUB_METADATA / "config.json.metadata"
+    meta = model_dir / HUB_METADATA / "config.json.metadata"
     if not marker.is_file() or not meta.is_file():
         return None
     try:
