@@ -136,6 +136,9 @@ def collections() -> None:
                 st.rerun()
 
     if names:
+        _models_of(api, names)
+
+    if names:
         with st.expander("Delete a collection"):
             victim = st.selectbox("Collection to delete", names, key="coll_delete")
             typed = st.text_input(f"Type {victim!r} to confirm", key="coll_delete_confirm")
@@ -147,6 +150,55 @@ def collections() -> None:
                         st.session_state["collection"] = None
                     st.session_state["flash"] = f"Deleted {victim}"
                     st.rerun()
+
+
+def _models_of(api: Any, names: list[str]) -> None:
+    """A collection's model: switch it (a background migration; searches keep answering), follow
+    the migration, roll back, or drop the embeddings of a model it no longer uses."""
+    with st.expander("Model of a collection: switch, roll back, drop"):
+        name = st.selectbox("Collection", names, key="coll_model_of")
+        info = call(api.collection_info, name, what=name) or {}
+        caps = call(ml_client().get, "/api/v1/capabilities", what="ML service") or {}
+        hosted = [m["model_id"] for m in caps.get("models") or []]
+        st.markdown(f"Answers with **{info.get('model_name') or 'not set yet'}**")
+        kept = [m for m in info.get("models") or [] if m.get("state") != "active"]
+        for m in kept:
+            cols = st.columns([4, 1])
+            cols[0].caption(f"{m['state']}: {m['model_name']} ({m['embedding_dim']}-d)")
+            if m["state"] == "retired" and cols[1].button("Drop", key=f"coll_drop_{m['model_name']}"):
+                if call(api.drop_model, name, m["model_name"], spinner="Dropping…") is not None:
+                    st.session_state["flash"] = f"Dropped the {m['model_name']} embeddings of {name}"
+                    st.rerun()
+        migration = info.get("migration")
+        running = bool(migration) and migration["status"] in ("queued", "running")
+        if migration:
+            st.progress(
+                min(1.0, float(migration.get("progress") or 0.0)),
+                text=f"migration to {migration['model']}: {migration['status']} "
+                f"({migration['done']}/{migration['total']})",
+            )
+            if migration.get("message"):
+                st.caption(migration["message"])
+        others = [m for m in hosted if m != info.get("model_name")]
+        if running:
+            c1, c2 = st.columns(2)
+            if c1.button("Refresh", key="coll_migrate_refresh"):
+                st.rerun()
+            if c2.button("Cancel the migration", key="coll_migrate_cancel"):
+                call(api.cancel_migration, name, spinner="Cancelling…")
+                st.rerun()
+        elif others:
+            target = st.selectbox("Switch to", others, key="coll_migrate_to")
+            st.caption(
+                "Every photo is embedded again by the new model in the background; searches keep "
+                "answering with the current model until the switch. The current embeddings are kept: "
+                "switching back is a quick rollback."
+            )
+            if st.button("Migrate", key="coll_migrate_go"):
+                if call(api.migrate, name, target, spinner="Starting the migration…") is not None:
+                    st.rerun()
+        else:
+            st.caption("The ML service hosts no other model (SHOEBOX_MODELS lists the models it hosts).")
 
 
 # ---------------------------------------------------------------- ingest
