@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -58,17 +57,9 @@ def _gpu() -> str | None:
             return None
     except Exception:  # noqa: BLE001
         return None
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-        return out.stdout.strip() or "CUDA"
-    except (OSError, subprocess.SubprocessError):
-        return "CUDA"
+    from shoebox.ml.capabilities import gpu_description
+
+    return gpu_description() or "CUDA"
 
 
 def _qdrant_version() -> str | None:

@@ -130,6 +130,10 @@ class Capabilities(BaseModel):
     model_id: str = ""
     models: list[ModelInfo] = Field(default_factory=list)
 
+    def hosted_ids(self) -> list[str]:
+        """The ids of the models the service hosts, default first."""
+        return [m.model_id for m in self.models] or [self.model_id or self.model_name]
+
     def model(self, name: str | None) -> ModelInfo | None:
         """The hosted model `name` names (its id, or its name when that is unambiguous); None = default."""
         if not self.models:  # a service older than several models: only its one model

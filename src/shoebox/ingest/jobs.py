@@ -92,7 +92,7 @@ class JobRunner:
         if rec is not None and rec.model_name:
             caps = self.ml.capabilities(timeout=3.0)
             if caps is not None and caps.model(rec.model_name) is None:
-                hosted = [m.model_id for m in caps.models] or [caps.model_id or caps.model_name]
+                hosted = caps.hosted_ids()
                 raise ShoeboxError(
                     ErrorCode.MODEL_MISMATCH,
                     f"collection {collection!r} was built with model {rec.model_name!r} "

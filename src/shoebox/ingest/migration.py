@@ -95,14 +95,7 @@ class Migrations:
             raise ShoeboxError(ErrorCode.ML_UNAVAILABLE, "no ML service answers: a migration needs one")
         info = self.ml.model_info(model)
         if info is None:
-            caps = self.ml.known_capabilities()
-            hosted = [m.model_id for m in caps.models] if caps else []
-            raise ShoeboxError(
-                ErrorCode.MODEL_NOT_FOUND,
-                f"no reachable ML service hosts model {model!r}"
-                + (f" (hosted: {', '.join(hosted)})" if hosted else ""),
-                hosted=hosted,
-            )
+            raise self.ml.model_not_hosted(ErrorCode.MODEL_NOT_FOUND, f"no reachable ML service hosts model {model!r}")
         if rec.model_name and "@" in rec.model_name and same_model(rec.model_name, info.model_id):
             raise ShoeboxError(ErrorCode.CONFLICT, f"collection {collection!r} already uses {info.model_id}")
         with self._lock:

@@ -123,6 +123,21 @@ class MLClient:
                 return info
         return None
 
+    def hosted_models(self) -> list[str]:
+        """Every model id the ML services last said they host (no network call)."""
+        found: dict[str, None] = {}
+        for ep in self._endpoints:
+            if ep.capabilities:
+                found.update(dict.fromkeys(ep.capabilities.hosted_ids()))
+        return list(found)
+
+    def model_not_hosted(self, code: ErrorCode, message: str, **detail: object) -> ShoeboxError:
+        """The error for a model no reachable ML service hosts, naming those it does host."""
+        hosted = self.hosted_models()
+        return ShoeboxError(
+            code, message + (f" (hosted: {', '.join(hosted)})" if hosted else ""), ml_models=hosted, **detail
+        )
+
     def batch_size(self, model: str | None = None) -> int:
         known = [ep.capabilities.model(model) for ep in self._endpoints if ep.capabilities]
         caps = [info.safe_clip_batch for info in known if info is not None]
@@ -315,7 +330,7 @@ def _model_param(model: str | None) -> dict[str, str]:
 
 
 def _hosted(caps: Capabilities) -> set[str]:
-    return {m.model_id for m in caps.models} if caps.models else {caps.model_id or caps.model_name}
+    return set(caps.hosted_ids())
 
 
 def _content_type(filename: str) -> str:

@@ -143,7 +143,7 @@ class IngestPipeline:
             return sorted(imaging.IMAGE_EXTENSIONS | imaging.RAW_EXTENSIONS)
         info = caps.model(rec.model_name if rec and rec.model_name else None)
         if info is None:
-            hosted = ", ".join(m.model_id for m in caps.models) or caps.model_name
+            hosted = ", ".join(caps.hosted_ids())
             ctx.log(
                 f"refused: collection {ctx.collection!r} was built with {rec.model_name!r} "
                 f"and the ML service hosts {hosted}; never mixing embedding spaces"

@@ -47,7 +47,7 @@ def create_collection(body: CreateCollectionRequest, ctx: ServiceContext = Depen
     if body.model:
         info = ctx.ml.model_info(body.model)
         if info is None:
-            raise ShoeboxError(ErrorCode.MODEL_NOT_FOUND, f"no reachable ML service hosts model {body.model!r}")
+            raise ctx.ml.model_not_hosted(ErrorCode.MODEL_NOT_FOUND, f"no reachable ML service hosts model {body.model!r}")
         model_id, dim = info.model_id, info.embedding_dim
     if not ctx.catalog.add_collection(name, model_id, dim):
         raise ShoeboxError(ErrorCode.CONFLICT, f"collection {name!r} already exists")

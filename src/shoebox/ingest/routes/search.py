@@ -98,14 +98,10 @@ def _query_model(ctx: ServiceContext, ref: CollectionRef) -> str:
     info = ctx.ml.model_info(ref.model_name)
     if info is not None:
         return info.model_id
-    caps = ctx.ml.known_capabilities()
-    hosted = [m.model_id for m in caps.models] if caps else []
-    raise ShoeboxError(
+    raise ctx.ml.model_not_hosted(
         ErrorCode.MODEL_MISMATCH,
-        f"collection {ref.name!r} was built with {ref.model_name}, which no reachable ML service hosts"
-        + (f" (hosted: {', '.join(hosted)})" if hosted else ""),
+        f"collection {ref.name!r} was built with {ref.model_name}, which no reachable ML service hosts",
         collection_model=ref.model_name,
-        ml_models=hosted,
     )
 
 
