@@ -290,6 +290,9 @@ def ui(
     )
     if not _ui_available():
         fail("the admin UI needs the `ui` extra: pip install 'shoebox[ui]'", 2)
+    # SIGTERM too (systemd, docker stop, a test): without it this process dies and Streamlit runs on.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     process = launch(state.url, state.api_key, port, ml_url=ml_url, address=host, insecure=insecure)
     out.print(f"admin UI: [bold]http://{connect_host(host)}:{port}[/] (against {state.url}); Ctrl-C to stop")
     sys.stdout.flush()
