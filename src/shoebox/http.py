@@ -63,6 +63,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(ShoeboxError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}"))
 
 
+# The only paths a client may call without the key when one is set, matched exactly (no prefix, no
+# normalisation): the liveness probe, and the OpenAPI page and schema, which describe the API of
+# this open-source project and hold no data. Everything else — every /api/v1 route, a route added
+# tomorrow, an unknown path, `//api/v1/…`, `/api/v1/../…` — needs the key: auth fails closed.
+PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+API_KEY_HEADER = "X-API-Key"
+
+
 class APIKeyMiddleware:
     """Plain ASGI (not BaseHTTPMiddleware, which hides client disconnects from the app)."""
 
@@ -71,19 +79,47 @@ class APIKeyMiddleware:
         self.expected = api_key.encode()
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/api/v1"):
-            given = dict(scope["headers"]).get(b"x-api-key", b"")
-            if not hmac.compare_digest(given, self.expected):
-                response = error_response(ShoeboxError(ErrorCode.UNAUTHORIZED, "missing or wrong X-API-Key"))
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] in PUBLIC_PATHS):
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"x-api-key":
+                given = value
+                break
+        if hmac.compare_digest(given, self.expected):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "http":
+            response = error_response(ShoeboxError(ErrorCode.UNAUTHORIZED, "missing or wrong X-API-Key"))
+            await response(scope, receive, send)
+        else:  # a websocket (no route takes one): closed before the handshake, which the server answers 403
+            await send({"type": "websocket.close", "code": 1008})
 
 
 def install_api_key(app: FastAPI, api_key: str | None) -> None:
-    """When a key is set, every /api/v1 route needs `X-API-Key` (constant-time compare); /health stays open."""
-    if api_key:
-        app.add_middleware(APIKeyMiddleware, api_key=api_key)
+    """When a key is set, every path but `PUBLIC_PATHS` needs `X-API-Key` (constant-time compare).
+
+    The OpenAPI schema then declares the header, so the /docs page's "Authorize" button sends it.
+    """
+    if not api_key:
+        return
+    app.add_middleware(APIKeyMiddleware, api_key=api_key)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        if "APIKey" not in schemes:
+            schemes["APIKey"] = {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
+            schema["security"] = [{"APIKey": []}]
+            for path, operations in schema.get("paths", {}).items():
+                if path in PUBLIC_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = []
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def add_openapi_schemas(app: FastAPI, models: list[type[BaseModel]]) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from shoebox.binding import connect_host
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -35,7 +37,8 @@ class ServiceProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """Where this machine reaches it (loopback for a wildcard bind such as 0.0.0.0)."""
+        return f"http://{connect_host(self.host)}:{self.port}"
 
     def wait_healthy(self, timeout: float = 120.0, require: str | None = None) -> dict:
         """Poll /health until it answers 200 (and `require` in the body is truthy, e.g. model_loaded)."""
@@ -83,13 +86,18 @@ def start_service(
     port: int | None = None,
     env: dict[str, str] | None = None,
     log_path: Path | None = None,
+    insecure: bool = False,
 ) -> ServiceProcess:
-    """Start `python -m shoebox.<kind> --host H --port P` with `env` layered over os.environ."""
+    """Start `python -m shoebox.<kind> --host H --port P` with `env` layered over os.environ.
+
+    `insecure` passes `--insecure`: a non-loopback `host` without SHOEBOX_API_KEY is otherwise refused.
+    """
     port = port or free_port()
     full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives with the child
     proc = subprocess.Popen(
-        [sys.executable, "-m", f"shoebox.{kind}", "--host", host, "--port", str(port)],
+        [sys.executable, "-m", f"shoebox.{kind}", "--host", host, "--port", str(port)]
+        + (["--insecure"] if insecure else []),
         env=full_env,
         stdout=out,
         stderr=subprocess.STDOUT,

@@ -24,6 +24,7 @@ def launch(
     ml_api_key: str | None = None,
     address: str = "127.0.0.1",
     env: Mapping[str, str] | None = None,
+    insecure: bool = False,
     **popen: object,
 ) -> subprocess.Popen:
     """Start the admin UI as a child process and answer it at once (it is not waited for).
@@ -39,7 +40,17 @@ def launch(
     poll `/_stcore/health` for "ok"). Streamlit must be installed (extra `ui`); when it is not,
     the process exits at once with status 1 and "No module named streamlit" on stderr. The
     caller owns the process: stop it with `terminate()` then `wait()`.
+
+    With `SHOEBOX_UI_PASSWORD` set (here or in `env`), every page asks for it first. An `address`
+    other than loopback without it raises ValueError, unless `insecure`.
     """
+    from shoebox.binding import refusal
+
+    password_set = bool((env or {}).get("SHOEBOX_UI_PASSWORD", os.environ.get("SHOEBOX_UI_PASSWORD")))
+    if reason := refusal(
+        address, secret_set=password_set, insecure=insecure, what="the admin UI", secret="SHOEBOX_UI_PASSWORD"
+    ):
+        raise ValueError(reason)
     full_env = dict(os.environ)
     full_env["SHOEBOX_URL"] = url
     full_env["SHOEBOX_API_KEY"] = api_key or ""

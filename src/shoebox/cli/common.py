@@ -69,6 +69,33 @@ def main(
     state.api_key = api_key or None
 
 
+def host_option(what: str) -> Any:
+    return typer.Option(
+        "127.0.0.1",
+        "--host",
+        help=f"Address {what} listens on. Anything but loopback needs SHOEBOX_API_KEY (the admin UI: "
+        "SHOEBOX_UI_PASSWORD) or --insecure.",
+    )
+
+
+def insecure_option() -> Any:
+    return typer.Option(
+        False,
+        "--insecure",
+        help="Listen on a non-loopback --host without a key or password: anyone who reaches it may use it.",
+    )
+
+
+def refuse_open_bind(host: str, *, secret_set: bool, insecure: bool, what: str, secret: str) -> None:
+    """Exit 2 with one line when `host` is not loopback and neither a secret nor --insecure allows it;
+    with --insecure, a loud warning instead."""
+    from shoebox.binding import refusal, warn_if_open
+
+    if reason := refusal(host, secret_set=secret_set, insecure=insecure, what=what, secret=secret):
+        fail(reason, 2)
+    warn_if_open(host, secret_set=secret_set, what=what, prog="shoebox")
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)

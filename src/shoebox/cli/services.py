@@ -17,15 +17,19 @@ from urllib.parse import urlsplit
 import typer
 from rich.table import Table
 
+from shoebox.binding import connect_host, is_loopback
 from shoebox.cli.common import (
     api_errors,
     app,
     err,
     fail,
+    host_option,
+    insecure_option,
     is_test_model_dir,
     out,
     prepare_model,
     print_test_model_banner,
+    refuse_open_bind,
     state,
 )
 from shoebox.cli.render import _hit_rows, print_duplicate_tiers, print_job_summary
@@ -42,12 +46,13 @@ class LocalServices:
     processes: list[Any] = field(default_factory=list)
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     import socket
 
-    with socket.socket() as s:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError:
             return False
         return True
@@ -64,8 +69,14 @@ def local_services(
     ml_port: int | None = None,
     allow: list[Path] | None = None,
     data_dir: Path | None = None,
+    host: str = "127.0.0.1",
+    insecure: bool = False,
 ) -> Iterator[LocalServices]:
-    """Both services as child processes on loopback, healthy on entry, stopped on exit."""
+    """Both services as child processes, healthy on entry, stopped on exit.
+
+    The ingestion service listens on `host`; the ML service always on loopback (only the
+    ingestion service calls it). `url` is where this machine reaches the ingestion service.
+    """
     from shoebox.ingest.config import IngestSettings
     from shoebox.launcher import free_port, start_service
 
@@ -76,7 +87,7 @@ def local_services(
     log_dir.mkdir(parents=True, exist_ok=True)
     roots = [str(p) for p in settings.ingest_roots] + [str(p) for p in (allow or [])]
     api_key = state.api_key or settings.api_key
-    port = port if port and _port_free(port) else free_port()
+    port = port if port and _port_free(port, host) else free_port()
     ml_port = ml_port if ml_port and _port_free(ml_port) else free_port()
 
     ml_env = {**model_env}
@@ -89,7 +100,7 @@ def local_services(
     if api_key:
         ml_env["SHOEBOX_API_KEY"] = ingest_env["SHOEBOX_API_KEY"] = ingest_env["SHOEBOX_ML_API_KEY"] = api_key
     services = LocalServices(
-        url=f"http://127.0.0.1:{port}",
+        url=f"http://{connect_host(host)}:{port}",
         ml_url=f"http://127.0.0.1:{ml_port}",
         data_dir=data_dir,
         log_dir=log_dir,
@@ -99,7 +110,9 @@ def local_services(
         with err.status("starting the ML and ingestion services…"):
             ml = start_service("ml", port=ml_port, env=ml_env, log_path=log_dir / "ml.log")
             services.processes.append(ml)
-            ingest = start_service("ingest", port=port, env=ingest_env, log_path=log_dir / "ingest.log")
+            ingest = start_service(
+                "ingest", host=host, port=port, env=ingest_env, log_path=log_dir / "ingest.log", insecure=insecure
+            )
             services.processes.append(ingest)
             try:
                 ml.wait_healthy(timeout=600, require="model_loaded")
@@ -147,8 +160,27 @@ def up(
     ),
     ml_port: int = typer.Option(8001, help="Port of the ML service."),
     ui_port: int = typer.Option(8501, help="Port of the admin UI."),
+    host: str = host_option("the ingestion service (and the admin UI with --ui)"),
+    insecure: bool = insecure_option(),
 ) -> None:
-    """Start both services on loopback and keep them running until Ctrl-C."""
+    """Start both services (on loopback unless --host) and keep them running until Ctrl-C.
+
+    The ML service always listens on loopback: only the ingestion service calls it.
+    """
+    from shoebox.ingest.config import IngestSettings
+
+    keyed = bool(state.api_key or IngestSettings().api_key)
+    refuse_open_bind(
+        host,
+        secret_set=keyed,
+        insecure=insecure,
+        what="the ingestion service",
+        secret="SHOEBOX_API_KEY",
+    )
+    if ui:
+        refuse_open_bind(
+            host, secret_set=_ui_password_set(), insecure=insecure, what="the admin UI", secret="SHOEBOX_UI_PASSWORD"
+        )
     api = ShoeboxClient(state.url, state.api_key)
     already = api.health()
     api.close()
@@ -164,11 +196,15 @@ def up(
     signal.signal(signal.SIGTERM, _interrupt)
     ui_process = None
     try:
-        with local_services(port=urlsplit(state.url).port or 8002, ml_port=ml_port, allow=roots) as services:
+        with local_services(
+            port=urlsplit(state.url).port or 8002, ml_port=ml_port, allow=roots, host=host, insecure=insecure
+        ) as services:
             table = Table(title="Shoebox is up", show_header=False, title_justify="left")
             table.add_column(style="bold")
             table.add_column()
             table.add_row("API", services.url)
+            if not is_loopback(host):
+                table.add_row("listening on", f"{host} (X-API-Key: {'required' if keyed else 'NONE, --insecure'})")
             table.add_row("API docs", services.url + "/docs")
             table.add_row("ML service", services.ml_url)
             table.add_row("data", str(services.data_dir))
@@ -176,9 +212,11 @@ def up(
             if roots:
                 table.add_row("ingest roots", "\n".join(map(str, roots)))
             if ui:
-                ui_process = _start_admin_ui(services.url, ui_port, services.log_dir, services.ml_url)
+                ui_process = _start_admin_ui(
+                    services.url, ui_port, services.log_dir, services.ml_url, host=host, insecure=insecure
+                )
                 if ui_process is not None:
-                    table.add_row("admin UI", f"http://127.0.0.1:{ui_port}")
+                    table.add_row("admin UI", f"http://{connect_host(host)}:{ui_port}")
             out.print(table)
             if services.url != state.url:
                 out.print(f"[yellow]port taken: export SHOEBOX_URL={services.url}[/]")
@@ -204,7 +242,15 @@ def _interrupt(*_: Any) -> NoReturn:
     raise KeyboardInterrupt
 
 
-def _start_admin_ui(url: str, port: int, log_dir: Path, ml_url: str | None = None) -> Any:
+def _ui_password_set() -> bool:
+    import os
+
+    return bool(os.environ.get("SHOEBOX_UI_PASSWORD"))
+
+
+def _start_admin_ui(
+    url: str, port: int, log_dir: Path, ml_url: str | None = None, *, host: str = "127.0.0.1", insecure: bool = False
+) -> Any:
     from shoebox.admin import launch
 
     if not _ui_available():
@@ -213,7 +259,16 @@ def _start_admin_ui(url: str, port: int, log_dir: Path, ml_url: str | None = Non
         )
         return None
     log = open(log_dir / "admin.log", "ab")  # noqa: SIM115 - lives with the child
-    return launch(url, state.api_key, port, ml_url=ml_url, stdout=log, stderr=subprocess.STDOUT)
+    return launch(
+        url,
+        state.api_key,
+        port,
+        ml_url=ml_url,
+        address=host,
+        insecure=insecure,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 @app.command(rich_help_panel="Services")
@@ -222,14 +277,24 @@ def ui(
     ml_url: str = typer.Option(
         "http://127.0.0.1:8001", envvar="SHOEBOX_ML_URL", help="The ML service (shown on the Services page)."
     ),
+    host: str = host_option("the admin UI"),
+    insecure: bool = insecure_option(),
 ) -> None:
-    """Start the admin UI alone against SHOEBOX_URL, until Ctrl-C."""
+    """Start the admin UI alone against SHOEBOX_URL, until Ctrl-C.
+
+    Set SHOEBOX_UI_PASSWORD to ask for a password before any page (needed beyond loopback)."""
     from shoebox.admin import launch
 
+    refuse_open_bind(
+        host, secret_set=_ui_password_set(), insecure=insecure, what="the admin UI", secret="SHOEBOX_UI_PASSWORD"
+    )
     if not _ui_available():
         fail("the admin UI needs the `ui` extra: pip install 'shoebox[ui]'", 2)
-    process = launch(state.url, state.api_key, port, ml_url=ml_url)
-    out.print(f"admin UI: [bold]http://127.0.0.1:{port}[/] (against {state.url}); Ctrl-C to stop")
+    # SIGTERM too (systemd, docker stop, a test): without it this process dies and Streamlit runs on.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    process = launch(state.url, state.api_key, port, ml_url=ml_url, address=host, insecure=insecure)
+    out.print(f"admin UI: [bold]http://{connect_host(host)}:{port}[/] (against {state.url}); Ctrl-C to stop")
     sys.stdout.flush()
     try:
         process.wait()

@@ -7,9 +7,8 @@ import logging
 
 import uvicorn
 
-from shoebox.ingest.app import create_app
+from shoebox.binding import refusal, warn_if_open
 from shoebox.ingest.config import IngestSettings
-from shoebox.ingest.context import DataDirInUse, lock_data_dir
 
 
 def main() -> None:
@@ -18,10 +17,25 @@ def main() -> None:
     parser.add_argument("--host", default=settings.host)
     parser.add_argument("--port", type=int, default=settings.port)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="Listen on a non-loopback address without SHOEBOX_API_KEY (anyone who reaches it may use it).",
+    )
     args = parser.parse_args()
+    what = "the ingestion service"
+    if reason := refusal(
+        args.host, secret_set=bool(settings.api_key), insecure=args.insecure, what=what, secret="SHOEBOX_API_KEY"
+    ):
+        raise SystemExit(f"shoebox ingest: error: {reason}")
+    warn_if_open(args.host, secret_set=bool(settings.api_key), what=what, prog="shoebox ingest")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Imported after the bind check: the app's imports (the store, the pipeline) take seconds.
+    from shoebox.ingest.app import create_app
+    from shoebox.ingest.context import DataDirInUse, lock_data_dir
+
     try:  # the service takes the lock again at start-up; this is for a readable refusal
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         lock_data_dir(settings.data_dir).close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import uvicorn
 
+from shoebox.binding import refusal, warn_if_open
 from shoebox.ml.config import MLSettings
 from shoebox.ml.models.download import ModelUnavailableError, resolve_model_dir
 
@@ -33,7 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=settings.port)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--no-access-log", action="store_true", help="Do not log every request.")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="Listen on a non-loopback address without SHOEBOX_API_KEY (anyone who reaches it may use it).",
+    )
     args = parser.parse_args(argv)
+    # Before the model: a refused bind must not cost a download or a load.
+    what = "the ML service"
+    if reason := refusal(
+        args.host, secret_set=bool(settings.api_key), insecure=args.insecure, what=what, secret="SHOEBOX_API_KEY"
+    ):
+        print(f"shoebox-ml: error: {reason}", file=sys.stderr)
+        return 2
+    warn_if_open(args.host, secret_set=bool(settings.api_key), what=what, prog="shoebox-ml")
 
     logging.basicConfig(
         level=args.log_level.upper(),
