@@ -30,3 +30,25 @@ def test_cache_stays_under_its_size_limit_by_culling(tmp_path: Path) -> None:
         cache.put(f"{i:064x}", "m", [0.0] * 512, {})  # ~2 KiB each: 800 KiB written in all
     assert cache._cache.volume() <= limit * 1.5
     assert cache.get(f"{399:064x}", "m") is not None
+
+
+def test_a_pickled_entry_is_never_unpickled_and_reads_as_a_miss(tmp_path):
+    """CVE-2025-69872: diskcache unpickles what its files hold; ours refuses (a tampered cache)."""
+    import diskcache
+
+    cache = EmbeddingCache(tmp_path / "c", 10**7)
+    key = cache._key("ab" * 32, "m@1")
+    cache.close()
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("import pathlib; pathlib.Path(%r).write_text('ran')" % str(tmp_path / "pwned"),))
+
+    with diskcache.Cache(str(tmp_path / "c")) as plain:  # what an attacker with write access could store
+        plain.set(key, Boom())
+    cache = EmbeddingCache(tmp_path / "c", 10**7)
+    assert cache.get("ab" * 32, "m@1") is None
+    assert not (tmp_path / "pwned").exists()
+    cache.put("ab" * 32, "m@1", [0.5, 0.25], {"width": 3, "taken_at": "2020-01-01T00:00:00"})
+    assert cache.get("ab" * 32, "m@1") == ([0.5, 0.25], {"width": 3, "taken_at": "2020-01-01T00:00:00"})
+    cache.close()

@@ -32,7 +32,7 @@ from shoebox.ml.config import MLSettings
 from shoebox.ml.models.clip import ClipModel
 from shoebox.ml.models.download import resolve_model_dir
 from shoebox.ml.prepare import Prepared, prepare_image
-from shoebox.ml.scheduler import InferenceScheduler, Ticket
+from shoebox.ml.scheduler import DeviceGate, InferenceScheduler, Ticket
 from shoebox.ml.uploads import UploadedFile, UploadLimits, read_multipart, too_many_files
 from shoebox.protocol import (
     BatchRequest,
@@ -83,7 +83,7 @@ class ModelLane:
     memory_bytes: int = 0
 
     @classmethod
-    def start(cls, model_dir: Path, settings: MLSettings) -> ModelLane:
+    def start(cls, model_dir: Path, settings: MLSettings, gates: dict[str, DeviceGate] | None = None) -> ModelLane:
         before = _rss_bytes()
         model = ClipModel(model_dir, settings.device, settings.intra_op_threads)
         model.load()
@@ -97,6 +97,7 @@ class ModelLane:
             batch_max_wait_ms=settings.batch_max_wait_ms,
             throughput_img_s=probe.throughput_img_s,
             name=f"inference-{model.device}-{model.model_name[:24]}",
+            gate=(gates if gates is not None else {}).setdefault(model.device, DeviceGate()),
         )
         scheduler.start()
         return cls(model, probe, scheduler, grown)
@@ -136,9 +137,10 @@ class MLRuntime:
     @classmethod
     def start(cls, settings: MLSettings) -> MLRuntime:
         lanes: list[ModelLane] = []
+        gates: dict[str, DeviceGate] = {}  # one per device: its lanes take turns, texts first
         try:
             for entry in settings.model_entries():
-                lanes.append(ModelLane.start(resolve_model_dir(settings, entry), settings))
+                lanes.append(ModelLane.start(resolve_model_dir(settings, entry), settings, gates))
         except BaseException:
             for lane in lanes:
                 lane.scheduler.close()

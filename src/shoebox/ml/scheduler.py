@@ -19,7 +19,8 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -119,6 +120,39 @@ def _deliver_threadsafe(
         pass
 
 
+class DeviceGate:
+    """One device's turn, shared by the schedulers (lanes) of the models it runs: one model call at
+    a time, and no image batch starts while another lane has texts waiting. Without it, two lanes
+    run their sessions at once (each with every core's threads), and the searches of a collection
+    on one model compete with the image batches of another (a migration to a new model)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._texts: dict[int, int] = {}  # lane (id of its scheduler) -> texts jobs waiting
+
+    def texts_queued(self, lane: object, n: int) -> None:
+        with self._cond:
+            self._texts[id(lane)] = max(0, self._texts.get(id(lane), 0) + n)
+            self._cond.notify_all()
+
+    @contextmanager
+    def turn(self, lane: object, *, text: bool) -> Iterator[None]:
+        me = id(lane)
+        with self._cond:
+            while self._busy or (
+                not text and any(n for other, n in self._texts.items() if other != me)
+            ):
+                self._cond.wait()
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
 class InferenceScheduler:
     """Owns the model on one worker thread; `embed_images` / `embed_texts` are awaited from the loop."""
 
@@ -131,10 +165,12 @@ class InferenceScheduler:
         batch_max_wait_ms: float = 5.0,
         throughput_img_s: float | None = None,
         name: str = "inference",
+        gate: DeviceGate | None = None,
     ) -> None:
         if batch_size < 1 or max_queue < 1:
             raise ValueError("batch_size and max_queue must be at least 1")
         self.model = model
+        self.gate = gate or DeviceGate()
         self.batch_size = batch_size
         self.max_queue = max_queue
         self.batch_max_wait_s = max(0.0, batch_max_wait_ms) / 1000.0
@@ -162,6 +198,7 @@ class InferenceScheduler:
             pending_texts = list(self._texts)
             self._images.clear()
             self._texts.clear()
+            self.gate.texts_queued(self, -len(pending_texts))
             self._queued_images = 0
             self._cond.notify_all()
         err = ShoeboxError(ErrorCode.ML_UNAVAILABLE, "the inference service is shutting down")
@@ -264,6 +301,7 @@ class InferenceScheduler:
                 err.headers["Retry-After"] = "1"
                 raise err
             self._texts.append(job)
+            self.gate.texts_queued(self, 1)
             self._cond.notify()
         try:
             return await job.future
@@ -272,6 +310,7 @@ class InferenceScheduler:
             with self._cond:
                 if job in self._texts:
                     self._texts.remove(job)
+                    self.gate.texts_queued(self, -1)
             raise
 
     def _drop(self, job: _ImageJob) -> None:
@@ -329,6 +368,7 @@ class InferenceScheduler:
             if jobs and self._texts[0].language != jobs[0].language:
                 break  # the next call takes the other language
             job = self._texts.popleft()
+            self.gate.texts_queued(self, -1)
             if job.future.cancelled():
                 continue
             jobs.append(job)
@@ -361,10 +401,11 @@ class InferenceScheduler:
         texts = [t for job in jobs for t in job.texts]
         try:
             language = jobs[0].language
-            if language is None:
-                embeddings = self.model.embed_texts(texts)
-            else:
-                embeddings = self.model.embed_texts(texts, language=language)
+            with self.gate.turn(self, text=True):
+                if language is None:
+                    embeddings = self.model.embed_texts(texts)
+                else:
+                    embeddings = self.model.embed_texts(texts, language=language)
         except Exception as exc:  # noqa: BLE001 - a failed call fails its requests, never the worker
             log.exception("text inference failed")
             err = ShoeboxError(ErrorCode.CLIP_INFER, f"text inference failed: {type(exc).__name__}: {exc}")
@@ -400,7 +441,8 @@ class InferenceScheduler:
                 for i in range(start, stop):
                     batch[row] = job.images[i]
                     row += 1
-            embeddings = self.model.embed_images(batch)
+            with self.gate.turn(self, text=False):
+                embeddings = self.model.embed_images(batch)
         except Exception:  # noqa: BLE001
             log.exception("image inference failed on a batch of %d; retrying per request", n)
             self._retry_per_job(slices)
