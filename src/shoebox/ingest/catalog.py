@@ -67,6 +67,8 @@ CREATE TABLE IF NOT EXISTS known_files (
     PRIMARY KEY (collection, path)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS known_files_sha ON known_files (collection, sha256);
+-- Housekeeping asks which contents any collection still holds, a thumbnail folder at a time.
+CREATE INDEX IF NOT EXISTS known_files_content ON known_files (sha256);
 -- A collection's other embeddings: kept after a migration (for a one-call rollback) or being
 -- built by one. The collection's own row names the one that answers (`store_name`).
 CREATE TABLE IF NOT EXISTS generations (
@@ -422,6 +424,21 @@ class Catalog:
         )
         return [r["path"] for r in rows]
 
+    def known_file(self, collection: str, path: str) -> KnownFile | None:
+        rows = self._query(
+            "SELECT size, mtime_ns, sha256, offline_since FROM known_files WHERE collection = ? AND path = ?",
+            (collection, path),
+        )
+        return KnownFile(rows[0][0], rows[0][1], rows[0][2], rows[0][3] is not None) if rows else None
+
+    def contents_with_prefix(self, prefix: str) -> set[str]:
+        """The contents (sha256) starting with `prefix` that any collection still holds a file of."""
+        rows = self._query(
+            "SELECT DISTINCT sha256 FROM known_files WHERE sha256 >= ? AND sha256 < ?",
+            (prefix, prefix + "g"),  # hex digits sort below 'g'
+        )
+        return {r[0] for r in rows}
+
     def known_count(self, collection: str) -> int:
         return self._query("SELECT COUNT(*) AS n FROM known_files WHERE collection = ?", (collection,))[0][
             "n"
@@ -531,6 +548,34 @@ class Catalog:
                         job_id,
                     ),
                 )
+
+    def prune_job_details(self, keep: int, max_age_days: float) -> int:
+        """Drop the logs and failed-file lists of finished jobs beyond the newest `keep`, or
+        finished more than `max_age_days` ago; their rows and counters stay. Returns the jobs pruned."""
+        cutoff = datetime.fromtimestamp(time.time() - max_age_days * 86400, timezone.utc).isoformat(
+            timespec="milliseconds"
+        )
+        finished = [s.value for s in JobStatus if s.finished]
+        marks = ",".join("?" * len(finished))
+        rows = self._query(
+            "SELECT job_id, finished_at,"
+            " EXISTS (SELECT 1 FROM job_logs l WHERE l.job_id = jobs.job_id)"
+            " OR EXISTS (SELECT 1 FROM job_files f WHERE f.job_id = jobs.job_id) AS has_details"
+            f" FROM jobs WHERE status IN ({marks}) ORDER BY seq DESC",
+            finished,
+        )
+        old = [
+            r["job_id"]
+            for i, r in enumerate(rows)
+            if r["has_details"] and (i >= keep or (r["finished_at"] or "") < cutoff)
+        ]
+        for i in range(0, len(old), 500):
+            chunk = old[i : i + 500]
+            qs = ",".join("?" * len(chunk))
+            with self._tx() as c:
+                c.execute(f"DELETE FROM job_logs WHERE job_id IN ({qs})", chunk)
+                c.execute(f"DELETE FROM job_files WHERE job_id IN ({qs})", chunk)
+        return len(old)
 
     def log(self, job_id: str, line: str) -> None:
         stamp = time.strftime("%H:%M:%S", time.gmtime())

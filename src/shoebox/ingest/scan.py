@@ -9,6 +9,7 @@ and reported through `on_refused`.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat as statmod
 from collections.abc import Callable, Iterable, Iterator
@@ -45,6 +46,45 @@ def normalize_extensions(exts: Iterable[str]) -> frozenset[str]:
 
 def is_within(path: str, roots: Iterable[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+class OutsideRoots(Exception):
+    """The file's real path (links resolved) is not inside the allowed roots (any more)."""
+
+
+OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_within_roots(path: str, roots: Iterable[str] | None) -> tuple[int, os.stat_result]:
+    """A read-only descriptor of the regular file at `path`, and its stat, as it is *now*.
+
+    A scanned path may have been swapped for a symlink (or its folder for a link) since the
+    scan: the real path is resolved and checked against `roots` (real paths; None = no check),
+    then opened with O_NOFOLLOW, so a last component turned into a link in between fails
+    (ELOOP) instead of being followed, and O_NONBLOCK, so a FIFO swapped in cannot hang the
+    open. Where /proc tells which file the descriptor really is, that is checked too: a parent
+    folder swapped between the check and the open is caught. Raises `OutsideRoots` or `OSError`.
+    """
+    real = os.path.realpath(path)
+    allowed = None if roots is None else list(roots)
+    if allowed is not None and not is_within(real, allowed):
+        raise OutsideRoots(f"{path} leads outside the allowed roots (-> {real})")
+    fd = os.open(real, OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not statmod.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if allowed is not None:
+            try:
+                opened = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                opened = real  # no /proc (macOS): the O_NOFOLLOW open on the checked path stands
+            if not is_within(opened, allowed):
+                raise OutsideRoots(f"{path} leads outside the allowed roots (-> {opened})")
+        return fd, st
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _skip(name: str) -> bool:

@@ -23,6 +23,7 @@ Rules every stage keeps:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -44,7 +45,7 @@ from shoebox.ingest.catalog import Catalog, FileOutcome
 from shoebox.ingest.config import IngestSettings
 from shoebox.ingest.metadata import build_payload, content_meta, with_paths
 from shoebox.ingest.ml_client import BatchFile, MLClient
-from shoebox.ingest.scan import FolderScanner
+from shoebox.ingest.scan import FolderScanner, OutsideRoots, open_within_roots
 from shoebox.protocol import ErrorCode, Item, Outcome, ShoeboxError, same_model
 from shoebox.store import VectorStore
 
@@ -177,11 +178,13 @@ class Pipe:
 
 
 class ByteBudget:
-    """Caps bytes read but not yet embedded; one oversized file may always pass alone."""
+    """Caps bytes read but not yet embedded, across every job of the process; one oversized file
+    may always pass alone. `peak` is the most ever held at once (shown by /health)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self.peak = 0
         self._cond = threading.Condition()
 
     def acquire(self, n: int, stopping: Callable[[], bool]) -> bool:
@@ -191,6 +194,7 @@ class ByteBudget:
                     return False
                 self._cond.wait(POLL_S)
             self.used += n
+            self.peak = max(self.peak, self.used)
             return True
 
     def release(self, n: int) -> None:
@@ -199,6 +203,51 @@ class ByteBudget:
         with self._cond:
             self.used -= n
             self._cond.notify_all()
+
+
+class JobBytes:
+    """One job's share of the process's `ByteBudget`.
+
+    Whatever the job still holds when it ends (files dropped from its queues by a cancel or a
+    crash) goes back to the shared budget at once, so one job's abort never starves the others.
+    """
+
+    def __init__(self, shared: ByteBudget) -> None:
+        self.shared = shared
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def acquire(self, n: int, stopping: Callable[[], bool]) -> bool:
+        if not self.shared.acquire(n, stopping):
+            return False
+        with self._lock:
+            self.held += n
+        return True
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            n = min(n, self.held)
+            self.held -= max(n, 0)
+        self.shared.release(n)
+
+    def release_all(self) -> None:
+        self.release(self.held)
+
+
+@dataclass
+class SharedLimits:
+    """What every job of the process shares: the byte budget and the decode (prepare) slots, so
+    two jobs at once hold no more file bytes, and run no more decodes, than one job may."""
+
+    budget: ByteBudget
+    decode_slots: threading.BoundedSemaphore
+
+    @classmethod
+    def from_settings(cls, settings: IngestSettings) -> SharedLimits:
+        return cls(
+            ByteBudget(settings.inflight_bytes_limit),
+            threading.BoundedSemaphore(max(1, settings.prepare_workers)),
+        )
 
 
 class Tracker:
@@ -252,11 +301,16 @@ class JobContext:
     store_collection: str = ""
     fatal: str | None = None
     fatal_code: ErrorCode = ErrorCode.INTERNAL
-    budget: ByteBudget = field(init=False)
+    limits: SharedLimits | None = None  # the process's (JobRunner); None = this job's own
+    budget: JobBytes = field(init=False)
+    # Real paths of the allowed roots: a file is only ever read from inside them.
+    roots: list[str] = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.budget = ByteBudget(self.settings.inflight_bytes_limit)
+        self.limits = self.limits or SharedLimits.from_settings(self.settings)
+        self.budget = JobBytes(self.limits.budget)
+        self.roots = [os.path.realpath(r) for r in (self.settings.ingest_roots or [Path(self.directory)])]
         self.store_collection = self.store_collection or self.collection
 
     def log(self, line: str) -> None:
@@ -391,7 +445,7 @@ def read_stage(ctx: JobContext, inp: Pipe, out: Pipe, results: Pipe) -> None:
             return
         ref.held = max(ref.size, 1)
         try:
-            ref.data = read_file(ref.path)
+            ref.data = read_file(ref.path, ctx.roots)
             # The bytes being decoded are the bytes hashed (hashlib releases the GIL).
             ref.sha = hashlib.sha256(ref.data).hexdigest()
             ok = out.put(ref)
@@ -402,10 +456,22 @@ def read_stage(ctx: JobContext, inp: Pipe, out: Pipe, results: Pipe) -> None:
             return
 
 
-def read_file(path: str) -> bytes:
-    """The whole file, once; an empty or unreadable file is an `ERR_FILE_READ`."""
+def read_file(path: str, roots: Iterable[str] | None = None) -> bytes:
+    """The whole file, once; an empty or unreadable file is an `ERR_FILE_READ`.
+
+    Opened without following a symlink swapped in after the scan, and only when its real path
+    is inside `roots` (real paths; None = not checked): a scanned file replaced by a link out of
+    the roots is `ERR_PATH_NOT_ALLOWED`, and nothing outside them is read.
+    """
     try:
-        with open(path, "rb", buffering=0) as f:
+        fd, _ = open_within_roots(path, roots)
+    except OutsideRoots as exc:
+        raise ShoeboxError(ErrorCode.PATH_NOT_ALLOWED, f"not read: {exc}") from exc
+    except OSError as exc:
+        reason = "it became a symbolic link since the scan" if exc.errno == errno.ELOOP else exc.strerror or exc
+        raise ShoeboxError(ErrorCode.FILE_READ, f"cannot read: {reason}") from exc
+    try:
+        with open(fd, "rb", buffering=0, closefd=True) as f:
             data = f.read()
     except OSError as exc:
         raise ShoeboxError(ErrorCode.FILE_READ, f"cannot read: {exc.strerror or exc}") from exc
@@ -487,7 +553,13 @@ def prepare_stage(ctx: JobContext, inp: Pipe, out: Pipe, results: Pipe) -> None:
             target = results
         else:
             try:
-                item, target = prepare_one(ctx, ref), out
+                if not _take(ctx.limits.decode_slots, ctx.stopping):
+                    ctx.release(ref)
+                    return
+                try:
+                    item, target = prepare_one(ctx, ref), out
+                finally:
+                    ctx.limits.decode_slots.release()
             except ShoeboxError as exc:
                 ctx.release(ref)
                 item, target = Failed(ref, exc.code, exc.message), results
@@ -497,6 +569,14 @@ def prepare_stage(ctx: JobContext, inp: Pipe, out: Pipe, results: Pipe) -> None:
                 item, target = Failed(ref, ErrorCode.DECODING_IMAGE, f"cannot decode: {exc}"), results
         if not target.put(item):
             return
+
+
+def _take(slots: threading.Semaphore, stopping: Callable[[], bool]) -> bool:
+    """One of the process's decode slots; False when the job aborts first."""
+    while not slots.acquire(timeout=POLL_S):
+        if stopping():
+            return False
+    return True
 
 
 def prepare_one(ctx: JobContext, ref: FileRef) -> Prepared:
@@ -571,20 +651,30 @@ def rendition(image: Any, input_size: int) -> tuple[Any, bytes]:
     return image, imaging.encode_jpeg(image)
 
 
+def thumbnail_name(sha: str) -> str:
+    """Where the thumbnail of a content lives, relative to the thumbnail folder (one per content)."""
+    return f"{sha[:2]}/{sha}.jpg"
+
+
+def store_thumbnail(thumbs_dir: Path, sha: str, data: bytes) -> str:
+    """Write a thumbnail atomically (a reader never sees half of one); returns its relative name."""
+    rel = thumbnail_name(sha)
+    target = thumbs_dir / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+    return rel
+
+
 def write_thumbnail(thumbs_dir: Path, sha: str, image: Any, size: int) -> str | None:
     from shoebox import imaging
 
-    rel = f"{sha[:2]}/{sha}.jpg"
-    target = thumbs_dir / rel
-    if target.exists():
+    rel = thumbnail_name(sha)
+    if (thumbs_dir / rel).exists():
         return rel
     try:
-        data = imaging.make_thumbnail(image, size=size)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-        return rel
+        return store_thumbnail(thumbs_dir, sha, imaging.make_thumbnail(image, size=size))
     except Exception as exc:  # a thumbnail is a bonus: its failure must not fail the photo
         log.warning("thumbnail of %s failed: %s", sha, exc)
         return None
