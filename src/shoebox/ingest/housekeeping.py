@@ -8,7 +8,7 @@ The policy (README, "Housekeeping"):
 - **Thumbnails.** There is one per content (`thumbs/ab/<sha256>.jpg`). One whose content no
   collection holds a file of any more (a collection deleted, offline files pruned, files deleted
   from disk and re-ingested) is deleted. Only while no ingest job is queued or running, and
-  never one written in the last `THUMBNAIL_GRACE_S`: a job writes a thumbnail before the
+  never one written in the last `thumbnail_grace_s`: a job writes a thumbnail before the
   catalog knows its file.
 
 It runs in the background at start-up, after every job, and after a collection is deleted or
@@ -31,7 +31,6 @@ from shoebox.ingest.config import IngestSettings
 
 log = logging.getLogger(__name__)
 
-THUMBNAIL_GRACE_S = 600.0
 THUMBNAIL_NAME = re.compile(r"^([0-9a-f]{64})\.jpg$")
 PREFIX_DIR = re.compile(r"^[0-9a-f]{2}$")
 
@@ -82,7 +81,7 @@ class Housekeeping:
                     if not (m and m.group(1) not in held) and not stale_tmp:
                         continue
                     try:
-                        if now - entry.stat(follow_symlinks=False).st_mtime < THUMBNAIL_GRACE_S:
+                        if now - entry.stat(follow_symlinks=False).st_mtime < self.settings.thumbnail_grace_s:
                             continue
                         os.unlink(entry.path)
                         deleted += 1

@@ -92,6 +92,12 @@ def _skip(name: str) -> bool:
 
 
 @dataclass
+class _Pending:
+    path: str
+    future: Future[_Listing] | None = None
+
+
+@dataclass
 class _Listing:
     files: list[ScannedFile]
     subdirs: list[tuple[str, str]]  # (path as found, resolved real path)
@@ -104,12 +110,17 @@ class FolderScanner:
         allowed_roots: Iterable[Path],
         *,
         workers: int = 8,
+        prefetch: int | None = None,
         on_refused: Callable[[str, str], None] | None = None,
     ) -> None:
         self.extensions = normalize_extensions(extensions)
         self.allowed_roots = [os.path.realpath(r) for r in allowed_roots]
         self.workers = max(1, workers)
         self.on_refused = on_refused or (lambda path, reason: None)
+        # Folder listings started ahead of the walk, at most (the scan's memory does not grow with the tree).
+        self.prefetch = max(1, prefetch if prefetch is not None else 4 * self.workers)
+        self.peak_prefetched = 0
+        self._inflight = 0
         # Set when a folder could not be listed: absent files may then just be unreadable, not deleted.
         self.incomplete = False
 
@@ -151,16 +162,25 @@ class FolderScanner:
         return _Listing(files, subdirs)
 
     def scan(self, root: str | Path, should_stop: Callable[[], bool] | None = None) -> Iterator[ScannedFile]:
-        """Supported files under `root`, sorted depth-first; listings are prefetched in parallel."""
+        """Supported files under `root`, sorted depth-first.
+
+        Listings are prefetched in parallel, but only the next `prefetch` folders in walk order:
+        a tree of a million folders never holds a million listings in memory, only the paths of
+        the folders still to walk.
+        """
         root_s = os.path.abspath(str(root))
         visited = {os.path.realpath(root_s)}
         with ThreadPoolExecutor(self.workers, thread_name_prefix="scan") as pool:
-            stack: list[Future[_Listing]] = [pool.submit(self._list, root_s)]
+            stack: list[_Pending] = [_Pending(root_s)]  # the next folder to walk is the last
             try:
                 while stack:
                     if should_stop and should_stop():
                         return
-                    listing = stack.pop().result()
+                    self._prefetch(pool, stack)
+                    pending = stack.pop()
+                    assert pending.future is not None
+                    listing = pending.future.result()
+                    self._inflight -= 1
                     yield from listing.files
                     # Real folders claim their place before links to them, so a link never hides a folder.
                     accepted: set[str] = set()
@@ -171,8 +191,19 @@ class FolderScanner:
                             continue
                         visited.add(real)
                         accepted.add(path)
-                    children = [pool.submit(self._list, p) for p, _ in listing.subdirs if p in accepted]
-                    stack.extend(reversed(children))
+                    stack.extend(_Pending(p) for p, _ in reversed(listing.subdirs) if p in accepted)
             finally:
-                for fut in stack:
-                    fut.cancel()
+                for pending in stack:
+                    if pending.future is not None:
+                        pending.future.cancel()
+                self._inflight = 0
+
+    def _prefetch(self, pool: ThreadPoolExecutor, stack: list[_Pending]) -> None:
+        """Start listing the next folders in walk order, up to `prefetch` listings held at once."""
+        for pending in reversed(stack):
+            if self._inflight >= self.prefetch:
+                break
+            if pending.future is None:
+                pending.future = pool.submit(self._list, pending.path)
+                self._inflight += 1
+                self.peak_prefetched = max(self.peak_prefetched, self._inflight)

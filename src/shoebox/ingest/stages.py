@@ -373,15 +373,18 @@ def run_stage(ctx: JobContext, name: str, body: Callable[[], None]) -> None:
 
 def scan_stage(ctx: JobContext, scanner: FolderScanner, out: Pipe, results: Pipe) -> None:
     """Walk the folder; unchanged files go straight to the store, new or modified ones to be read."""
-    known = ctx.catalog.known_files_under(ctx.collection, ctx.directory)
+    # Popped as files are found: what is left at the end is what vanished (no set of every path seen).
+    known = ctx.catalog.known_files_under(ctx.collection, ctx.directory, with_sha=False)
+    known_total = len(known)
+    found = 0
     done = ctx.catalog.done_paths(ctx.job_id)
     if done:
         ctx.log(f"resuming: {len(done)} files already finished")
     ctx.log(f"scanning {ctx.directory}")
     last_report = time.monotonic()
-    seen: set[str] = set()
     for f in scanner.scan(ctx.directory, ctx.stopping):
-        seen.add(f.path)
+        found += 1
+        k = known.pop(f.path, None)
         if f.path in done:
             ctx.tracker.scanned += 1
             continue
@@ -390,32 +393,37 @@ def scan_stage(ctx: JobContext, scanner: FolderScanner, out: Pipe, results: Pipe
         if time.monotonic() - last_report > 0.5:
             ctx.catalog.set_total(ctx.job_id, ctx.tracker.scanned, scan_done=False)
             last_report = time.monotonic()
-        k = known.get(f.path)
         if f.error:
             ok = results.put(Failed(ref, ErrorCode.FILE_READ, f.error))
         elif k is not None and k.size == f.size and k.mtime_ns == f.mtime_ns:
             ok = results.put(Unchanged(ref, back_online=k.offline))
         else:
-            ref.old_sha = k.sha256 if k else None
+            ref.old_sha = _known_sha(ctx, f.path) if k else None
             ok = out.put(ref)
         if not ok:
             return
+    done.clear()
     if ctx.stopping():
         return
     ctx.catalog.set_total(ctx.job_id, ctx.tracker.scanned, scan_done=True)
     ctx.log(f"found {ctx.tracker.scanned} files")
-    gone = [p for p in known if p not in seen]
+    gone = known  # the known files the scan did not find
     if not gone:
         return
-    reason = vanished_in_bulk(ctx.settings, len(gone), len(known), len(seen), scanner.incomplete)
+    reason = vanished_in_bulk(ctx.settings, len(gone), known_total, found, scanner.incomplete)
     if reason:
         ctx.log(f"{len(gone)} known files were not found ({reason}): kept in the index, marked offline")
-        results.put(Offline(gone, reason))
+        results.put(Offline(list(gone), reason))
     else:
         ctx.log(f"{len(gone)} known files are gone: removing their paths from the collection")
         for p in gone:
-            if not results.put(Gone(FileRef(p, 0, 0, old_sha=known[p].sha256))):
+            if not results.put(Gone(FileRef(p, 0, 0, old_sha=_known_sha(ctx, p)))):
                 return
+
+
+def _known_sha(ctx: JobContext, path: str) -> str | None:
+    k = ctx.catalog.known_file(ctx.collection, path)
+    return k.sha256 if k else None
 
 
 def vanished_in_bulk(
@@ -751,7 +759,9 @@ def embed_stage(ctx: JobContext, inp: Pipe, results: Pipe) -> None:
     try:
         finished = False
         while not finished:
-            item = inp.get(timeout=BATCH_FILL_WAIT_S if pending else None)
+            # Batches in flight are settled even while no file arrives: their bytes may be what
+            # the readers wait for (the byte budget is full of them).
+            item = inp.get(timeout=BATCH_FILL_WAIT_S if pending else (POLL_S if running else None))
             if item is DONE:
                 finished = True
             elif item is not EMPTY:
