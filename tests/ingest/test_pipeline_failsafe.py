@@ -312,23 +312,32 @@ def test_each_new_file_is_read_once_and_decoded_from_the_bytes_hashed(
     open_service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import builtins
+    import os
 
     folder = _folder(tmp_path)
+    real_folder = os.path.realpath(folder)
     opened: list[str] = []
-    real_open = builtins.open
+    real_open, real_os_open = builtins.open, os.open
 
     def counting_open(file: Any, *args: Any, **kwargs: Any) -> Any:
-        if str(file).startswith(str(folder)):
-            opened.append(str(file))
+        if str(file).startswith((str(folder), real_folder)):
+            opened.append(os.path.realpath(file))
         return real_open(file, *args, **kwargs)
+
+    def counting_os_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(file).startswith((str(folder), real_folder)):
+            opened.append(os.path.realpath(file))
+        return real_os_open(file, *args, **kwargs)
 
     ml = FakeML()
     ctx = open_service(ml)
     monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(os, "open", counting_os_open)
     job = _run(ctx, folder)
     monkeypatch.undo()
     assert job.status == JobStatus.COMPLETED
-    assert sorted(opened) == sorted(str(p) for p in folder.iterdir())  # each file opened exactly once
+    # Each file opened exactly once.
+    assert sorted(opened) == sorted(os.path.realpath(p) for p in folder.iterdir())
     # The vector stored under a hash is the one of the bytes with that hash.
     for p in folder.iterdir():
         sha = hashlib.sha256(p.read_bytes()).hexdigest()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from shoebox.http import add_openapi_schemas, install_api_key, install_error_handlers
 from shoebox.ingest import language
@@ -21,10 +22,11 @@ log = logging.getLogger(__name__)
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
     settings = settings or IngestSettings()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    def start() -> ServiceContext:
         ctx = ServiceContext.open(settings)
-        app.state.ctx = ctx
+        # Housekeeping first (job details, orphaned thumbnails), in the background: resumed jobs
+        # make it leave the thumbnails for after them.
+        ctx.housekeeping.request()
         # The language hint's model takes ≈ 0.5 s to load: in the background, never in a request's way
         # (a search that comes first waits for it in its worker thread).
         threading.Thread(target=language.load, name="language-model", daemon=True).start()
@@ -33,10 +35,18 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             log.info("resumed %d unfinished ingest job(s)", resumed)
         if migrations := ctx.migrations.resume_unfinished():
             log.info("resumed %d unfinished model migration(s)", migrations)
+        return ctx
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Opening the store and the catalog, and joining the jobs at the end, take seconds on a big
+        # library: in a worker thread, never in the event loop.
+        ctx = await run_in_threadpool(start)
+        app.state.ctx = ctx
         try:
             yield
         finally:
-            ctx.close()
+            await run_in_threadpool(ctx.close)
 
     app = FastAPI(title="Shoebox ingestion service", version="1", lifespan=lifespan)
     install_error_handlers(app)
@@ -49,6 +59,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             "ml": ctx.ml.probe(timeout=1.0),
             "vector_db": ctx.store.kind,
             "vector_store": ctx.store.describe(),
+            "ingest": ctx.jobs.stats(),
+            "browse": ctx.browse.stats() if ctx.browse else {},
+            "housekeeping": ctx.housekeeping.last,
         }
 
     for module in (collections, ingest, search, images, folders):

@@ -67,6 +67,8 @@ CREATE TABLE IF NOT EXISTS known_files (
     PRIMARY KEY (collection, path)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS known_files_sha ON known_files (collection, sha256);
+-- Housekeeping asks which contents any collection still holds, a thumbnail folder at a time.
+CREATE INDEX IF NOT EXISTS known_files_content ON known_files (sha256);
 -- A collection's other embeddings: kept after a migration (for a one-call rollback) or being
 -- built by one. The collection's own row names the one that answers (`store_name`).
 CREATE TABLE IF NOT EXISTS generations (
@@ -117,7 +119,7 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per known file of a scanned folder: kept small
 class KnownFile:
     size: int
     mtime_ns: int
@@ -214,6 +216,13 @@ class Catalog:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
+
+    def _conn_rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Plain tuples (no Row objects): for queries of one row per file of a library."""
+        with self._lock:
+            cursor = self._conn.execute(sql, tuple(params))
+            cursor.row_factory = None
+            return cursor.fetchall()
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -364,19 +373,21 @@ class Catalog:
 
     # ------------------------------------------------------------ known files
 
-    def known_files_under(self, collection: str, folder: str) -> dict[str, KnownFile]:
-        """Every known file of `collection` below `folder`, loaded in one query (change detection)."""
+    def known_files_under(self, collection: str, folder: str, *, with_sha: bool = True) -> dict[str, KnownFile]:
+        """Every known file of `collection` below `folder`, loaded in one query (change detection).
+
+        Without `with_sha` the hashes stay in the catalog (`sha256` is ""): a re-scan of a big
+        library then holds some 40 % less, and asks `known_file` for the few that changed.
+        """
         prefix = folder.rstrip("/") + "/"
         # A range scan on the primary key instead of LIKE, so `_`/`%` in folder names mean nothing.
-        rows = self._query(
-            "SELECT path, size, mtime_ns, sha256, offline_since FROM known_files"
-            " WHERE collection = ? AND path >= ? AND path < ?",
+        sha = "sha256" if with_sha else "''"
+        rows = self._conn_rows(
+            f"SELECT path, size, mtime_ns, {sha}, offline_since IS NOT NULL"
+            " FROM known_files WHERE collection = ? AND path >= ? AND path < ?",
             (collection, prefix, prefix[:-1] + "0"),
         )
-        return {
-            r["path"]: KnownFile(r["size"], r["mtime_ns"], r["sha256"], r["offline_since"] is not None)
-            for r in rows
-        }
+        return {r[0]: KnownFile(r[1], r[2], r[3], bool(r[4])) for r in rows}
 
     def offline_files(self, collection: str, folder: str | None = None) -> dict[str, str]:
         """path → sha256 of the files of `collection` (below `folder`) that are offline."""
@@ -421,6 +432,21 @@ class Catalog:
             (collection, sha256),
         )
         return [r["path"] for r in rows]
+
+    def known_file(self, collection: str, path: str) -> KnownFile | None:
+        rows = self._query(
+            "SELECT size, mtime_ns, sha256, offline_since FROM known_files WHERE collection = ? AND path = ?",
+            (collection, path),
+        )
+        return KnownFile(rows[0][0], rows[0][1], rows[0][2], rows[0][3] is not None) if rows else None
+
+    def contents_with_prefix(self, prefix: str) -> set[str]:
+        """The contents (sha256) starting with `prefix` that any collection still holds a file of."""
+        rows = self._query(
+            "SELECT DISTINCT sha256 FROM known_files WHERE sha256 >= ? AND sha256 < ?",
+            (prefix, prefix + "g"),  # hex digits sort below 'g'
+        )
+        return {r[0] for r in rows}
 
     def known_count(self, collection: str) -> int:
         return self._query("SELECT COUNT(*) AS n FROM known_files WHERE collection = ?", (collection,))[0][
@@ -531,6 +557,34 @@ class Catalog:
                         job_id,
                     ),
                 )
+
+    def prune_job_details(self, keep: int, max_age_days: float) -> int:
+        """Drop the logs and failed-file lists of finished jobs beyond the newest `keep`, or
+        finished more than `max_age_days` ago; their rows and counters stay. Returns the jobs pruned."""
+        cutoff = datetime.fromtimestamp(time.time() - max_age_days * 86400, timezone.utc).isoformat(
+            timespec="milliseconds"
+        )
+        finished = [s.value for s in JobStatus if s.finished]
+        marks = ",".join("?" * len(finished))
+        rows = self._query(
+            "SELECT job_id, finished_at,"
+            " EXISTS (SELECT 1 FROM job_logs l WHERE l.job_id = jobs.job_id)"
+            " OR EXISTS (SELECT 1 FROM job_files f WHERE f.job_id = jobs.job_id) AS has_details"
+            f" FROM jobs WHERE status IN ({marks}) ORDER BY seq DESC",
+            finished,
+        )
+        old = [
+            r["job_id"]
+            for i, r in enumerate(rows)
+            if r["has_details"] and (i >= keep or (r["finished_at"] or "") < cutoff)
+        ]
+        for i in range(0, len(old), 500):
+            chunk = old[i : i + 500]
+            qs = ",".join("?" * len(chunk))
+            with self._tx() as c:
+                c.execute(f"DELETE FROM job_logs WHERE job_id IN ({qs})", chunk)
+                c.execute(f"DELETE FROM job_files WHERE job_id IN ({qs})", chunk)
+        return len(old)
 
     def log(self, job_id: str, line: str) -> None:
         stamp = time.strftime("%H:%M:%S", time.gmtime())

@@ -94,7 +94,12 @@ class IngestSettings(BaseSettings):
     queue_size: int = Field(default=256, description="Bound of each pipeline queue.")
     inflight_bytes_limit: int = Field(
         default=512 * 1024**2,
-        description="File bytes read but not yet embedded, across one job (RAW originals are big).",
+        description="File bytes read but not yet embedded, across all jobs of the process (RAW originals are big).",
+    )
+    max_concurrent_jobs: int = Field(
+        default=2,
+        ge=1,
+        description="Ingest jobs running at once (on different collections); further jobs wait `pending`.",
     )
     offline_fraction: float = Field(
         default=0.2,
@@ -109,6 +114,38 @@ class IngestSettings(BaseSettings):
     )
     thumbnail_size: int = Field(default=256, description="Long side of thumbnails, px.")
     max_image_pixels: int = Field(default=100_000_000, description="Refuse images above this many pixels.")
+
+    browse_decode_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="Browse routes: full decodes (RAW, HEIC, TIFF renditions, lost thumbnails) running at once.",
+    )
+    browse_decode_wait_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Browse routes: how long a request waits for a decode slot before 503 ERR_BUSY (Retry-After).",
+    )
+    rendition_cache_size_limit: int = Field(
+        default=1024**3,
+        ge=0,
+        description="Browse routes: size limit in bytes of the on-disk cache of JPEG renditions (LRU culling).",
+    )
+    job_details_keep: int = Field(
+        default=50,
+        ge=0,
+        description="Housekeeping: finished jobs (newest first) whose logs and failed-file list are kept.",
+    )
+    job_details_max_age_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="Housekeeping: logs and failed-file lists of jobs finished longer ago than this are dropped.",
+    )
+    thumbnail_grace_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="Housekeeping: an orphaned thumbnail younger than this is kept (a job writes one before "
+        "the catalog knows its file).",
+    )
 
     @field_validator("ml_urls", "ingest_roots", mode="before")
     @classmethod

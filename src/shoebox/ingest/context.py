@@ -11,9 +11,11 @@ from typing import IO
 
 from fastapi import Request
 
+from shoebox.ingest.browse import Browse
 from shoebox.ingest.cache import EmbeddingCache
 from shoebox.ingest.catalog import Catalog
 from shoebox.ingest.config import IngestSettings
+from shoebox.ingest.housekeeping import Housekeeping
 from shoebox.ingest.jobs import JobRunner
 from shoebox.ingest.migration import Migrations
 from shoebox.ingest.ml_client import MLClient
@@ -65,12 +67,28 @@ class ServiceContext:
     jobs: JobRunner
     thumbs_dir: Path
     lock: IO[str] | None = field(default=None, repr=False)
+    browse: Browse | None = field(default=None, repr=False)
     migrations: Migrations = field(init=False, repr=False)
+    housekeeping: Housekeeping = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.migrations = Migrations(
             self.settings, self.catalog, self.store, self.ml, self.thumbs_dir, self.jobs.collection_lock
         )
+        if self.browse is None:
+            self.browse = Browse.open(
+                self.settings.data_dir / "renditions",
+                self.settings.browse_decode_concurrency,
+                self.settings.browse_decode_wait_s,
+                self.settings.rendition_cache_size_limit,
+            )
+        self.housekeeping = Housekeeping(
+            self.settings, self.catalog, self.thumbs_dir, busy=lambda: self.jobs.busy() or self._migrating()
+        )
+        self.jobs.after_change = self.housekeeping.request
+
+    def _migrating(self) -> bool:
+        return bool(self.catalog.unfinished_migrations())
 
     @classmethod
     def open(cls, settings: IngestSettings, ml: MLClient | None = None) -> ServiceContext:
@@ -102,9 +120,12 @@ class ServiceContext:
 
     def close(self) -> None:
         try:
+            self.housekeeping.stop()
             self.migrations.stop_all()
             self.jobs.stop_all()
             self.ml.close()
+            if self.browse is not None:
+                self.browse.close()
             self.cache.close()
             self.store.close()
             self.catalog.close()

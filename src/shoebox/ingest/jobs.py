@@ -24,7 +24,7 @@ from shoebox.ingest.config import IngestSettings
 from shoebox.ingest.ml_client import MLClient
 from shoebox.ingest.pipeline import IngestPipeline
 from shoebox.ingest.scan import is_within
-from shoebox.ingest.stages import detach_paths
+from shoebox.ingest.stages import SharedLimits, detach_paths
 from shoebox.protocol import ErrorCode, Job, JobStatus, ShoeboxError
 from shoebox.store import VectorStore
 
@@ -82,6 +82,13 @@ class JobRunner:
         self._collection_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self.on_finished: Callable[[str, JobStatus], None] | None = None
+        # Called after a job ends and after a collection is deleted or pruned (housekeeping).
+        self.after_change: Callable[[], None] | None = None
+        # Per process, not per job: one byte budget and one set of decode slots for all jobs,
+        # and at most `max_concurrent_jobs` jobs running; the others wait `pending`.
+        self.limits = SharedLimits.from_settings(settings)
+        self._job_slots = threading.BoundedSemaphore(max(1, settings.max_concurrent_jobs))
+        self._running: set[str] = set()
 
     # ------------------------------------------------------------ public
 
@@ -160,6 +167,7 @@ class JobRunner:
             lock.release()
         if deleted:
             self.store.after_writes(rec.store)
+        self._changed()
         log.info("pruned %d offline files from %s (%d points deleted)", len(offline), collection, deleted)
         return {"collection_name": collection, "pruned_files": len(offline), "deleted_points": deleted}
 
@@ -197,6 +205,7 @@ class JobRunner:
             self.catalog.delete_collection(collection)
         finally:
             lock.release()
+        self._changed()
 
     def resume_unfinished(self) -> int:
         """Start again the jobs a previous run of the service left pending or running."""
@@ -205,6 +214,25 @@ class JobRunner:
             self.catalog.log(job_id, "service restarted: resuming")
             self._start(job_id, collection, directory)
         return len(jobs)
+
+    def stats(self) -> dict[str, int]:
+        """What /health shows of the ingest's process-wide limits."""
+        with self._lock:
+            running, known = len(self._running), len(self._threads)
+        budget = self.limits.budget
+        return {
+            "running_jobs": running,
+            "queued_jobs": known - running,
+            "max_concurrent_jobs": self.settings.max_concurrent_jobs,
+            "inflight_bytes": budget.used,
+            "inflight_bytes_peak": budget.peak,
+            "inflight_bytes_limit": budget.limit,
+        }
+
+    def busy(self) -> bool:
+        """Whether any job is queued or running (housekeeping leaves thumbnails alone then)."""
+        with self._lock:
+            return bool(self._threads)
 
     def wait(self, job_id: str, timeout: float | None = None) -> None:
         thread = self._threads.get(job_id)
@@ -255,50 +283,79 @@ class JobRunner:
     # A migration's switch holds the same lock: no job of the collection runs while it switches.
     collection_lock = _collection_lock
 
+    def _wait_for(self, lock: threading.Lock | threading.Semaphore, job_id: str, cancel: threading.Event) -> bool:
+        """Take `lock`; False when the job was cancelled (recorded) or the service stops first."""
+        while not lock.acquire(timeout=0.2):
+            if cancel.is_set():
+                self.catalog.set_job_status(job_id, JobStatus.CANCELLED)
+                self.catalog.log(job_id, "cancelled before it started")
+                return False
+            if self.shutdown.is_set():
+                return False
+        return True
+
     def _run(self, job_id: str, collection: str, directory: str, cancel: threading.Event) -> None:
         lock = self._collection_lock(collection)
         try:
             # Serialise jobs of one collection: the store merges paths by read-modify-write.
-            while not lock.acquire(timeout=0.2):
-                if cancel.is_set():
-                    self.catalog.set_job_status(job_id, JobStatus.CANCELLED)
-                    self.catalog.log(job_id, "cancelled before it started")
-                    return
-                if self.shutdown.is_set():
-                    return
+            if not self._wait_for(lock, job_id, cancel):
+                return
             try:
-                if cancel.is_set():
-                    self.catalog.set_job_status(job_id, JobStatus.CANCELLED)
+                # Then a slot among the process's running jobs (a job waiting for its collection holds none).
+                if not self._wait_for(self._job_slots, job_id, cancel):
                     return
-                pipeline = IngestPipeline(
-                    settings=self.settings,
-                    catalog=self.catalog,
-                    store=self.store,
-                    cache=self.cache,
-                    ml=self.ml,
-                    thumbs_dir=self.thumbs_dir,
-                    job_id=job_id,
-                    collection=collection,
-                    directory=directory,
-                    cancel=cancel,
-                    shutdown=self.shutdown,
-                )
                 try:
-                    self.catalog.set_job_status(job_id, JobStatus.RUNNING)
-                    status = pipeline.run()
-                except Exception as exc:
-                    log.exception("job %s crashed", job_id)
-                    status = JobStatus.FAILED
-                    with contextlib.suppress(Exception):
-                        self.catalog.log(job_id, f"failed: internal error: {type(exc).__name__}: {exc}")
-                if status is not None:
-                    self._finish(job_id, status)
-                    # The store may now build an index, in the background (searches go on).
-                    with contextlib.suppress(Exception):
-                        self.store.after_writes(pipeline.ctx.store_collection)
+                    with self._lock:
+                        self._running.add(job_id)
+                    self._run_pipeline(job_id, collection, directory, cancel)
+                finally:
+                    with self._lock:
+                        self._running.discard(job_id)
+                    self._job_slots.release()
             finally:
                 lock.release()
         finally:
             with self._lock:
                 self._cancels.pop(job_id, None)
                 self._threads.pop(job_id, None)
+            if not self.shutdown.is_set():
+                self._changed()
+
+    def _changed(self) -> None:
+        if self.after_change is not None:
+            try:
+                self.after_change()
+            except Exception:
+                log.exception("after-change hook failed")
+
+    def _run_pipeline(self, job_id: str, collection: str, directory: str, cancel: threading.Event) -> None:
+        if cancel.is_set():
+            self.catalog.set_job_status(job_id, JobStatus.CANCELLED)
+            return
+        pipeline = IngestPipeline(
+            settings=self.settings,
+            catalog=self.catalog,
+            store=self.store,
+            cache=self.cache,
+            ml=self.ml,
+            thumbs_dir=self.thumbs_dir,
+            job_id=job_id,
+            collection=collection,
+            directory=directory,
+            cancel=cancel,
+            shutdown=self.shutdown,
+            limits=self.limits,
+        )
+        try:
+            self.catalog.set_job_status(job_id, JobStatus.RUNNING)
+            status = pipeline.run()
+        except Exception as exc:
+            log.exception("job %s crashed", job_id)
+            status = JobStatus.FAILED
+            with contextlib.suppress(Exception):
+                self.catalog.log(job_id, f"failed: internal error: {type(exc).__name__}: {exc}")
+        if status is not None:
+            self._finish(job_id, status)
+            # The store may now build an index, in the background (searches go on).
+            with contextlib.suppress(Exception):
+                self.store.after_writes(pipeline.ctx.store_collection)

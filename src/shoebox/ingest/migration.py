@@ -369,9 +369,11 @@ class _Worker:
         from shoebox import imaging
         from shoebox.ingest.stages import read_file, rendition
 
+        # Only inside the allowed roots, never through a link swapped in since the ingest.
+        roots = [os.path.realpath(r) for r in self.owner.settings.ingest_roots] or None
         for path in source.paths:
             try:
-                data = read_file(path)
+                data = read_file(path, roots)
             except ShoeboxError:
                 continue
             if hashlib.sha256(data).hexdigest() != source.sha:

@@ -26,7 +26,7 @@ from shoebox.ingest.catalog import Catalog, FileOutcome
 from shoebox.ingest.config import IngestSettings
 from shoebox.ingest.ml_client import MLClient
 from shoebox.ingest.scan import FolderScanner
-from shoebox.ingest.stages import Deduper, JobContext, Pipe, StoreStage
+from shoebox.ingest.stages import Deduper, JobContext, Pipe, SharedLimits, StoreStage
 from shoebox.protocol import ErrorCode, JobStatus, Outcome, same_model
 from shoebox.store import VectorStore
 
@@ -51,6 +51,7 @@ class IngestPipeline:
         directory: str,
         cancel: threading.Event,
         shutdown: threading.Event,
+        limits: SharedLimits | None = None,
     ) -> None:
         self.ctx = JobContext(
             settings=settings,
@@ -64,12 +65,20 @@ class IngestPipeline:
             directory=directory,
             cancel=cancel,
             shutdown=shutdown,
+            limits=limits,
         )
         rec = catalog.get_collection(collection)
         self.ctx.store_collection = rec.store if rec else collection
 
     def run(self) -> JobStatus | None:
         """Run to the end; returns the final status, or None when the service is shutting down."""
+        try:
+            return self._run()
+        finally:
+            # Bytes of files an abort dropped from the queues go back to the process's budget.
+            self.ctx.budget.release_all()
+
+    def _run(self) -> JobStatus | None:
         ctx = self.ctx
         extensions = self._handshake()
         if extensions is None:

@@ -9,6 +9,7 @@ and reported through `on_refused`.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat as statmod
 from collections.abc import Callable, Iterable, Iterator
@@ -47,8 +48,53 @@ def is_within(path: str, roots: Iterable[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
+class OutsideRoots(Exception):
+    """The file's real path (links resolved) is not inside the allowed roots (any more)."""
+
+
+OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_within_roots(path: str, roots: Iterable[str] | None) -> tuple[int, os.stat_result]:
+    """A read-only descriptor of the regular file at `path`, and its stat, as it is *now*.
+
+    A scanned path may have been swapped for a symlink (or its folder for a link) since the
+    scan: the real path is resolved and checked against `roots` (real paths; None = no check),
+    then opened with O_NOFOLLOW, so a last component turned into a link in between fails
+    (ELOOP) instead of being followed, and O_NONBLOCK, so a FIFO swapped in cannot hang the
+    open. Where /proc tells which file the descriptor really is, that is checked too: a parent
+    folder swapped between the check and the open is caught. Raises `OutsideRoots` or `OSError`.
+    """
+    real = os.path.realpath(path)
+    allowed = None if roots is None else list(roots)
+    if allowed is not None and not is_within(real, allowed):
+        raise OutsideRoots(f"{path} leads outside the allowed roots (-> {real})")
+    fd = os.open(real, OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not statmod.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if allowed is not None:
+            try:
+                opened = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                opened = real  # no /proc (macOS): the O_NOFOLLOW open on the checked path stands
+            if not is_within(opened, allowed):
+                raise OutsideRoots(f"{path} leads outside the allowed roots (-> {opened})")
+        return fd, st
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _skip(name: str) -> bool:
     return name.startswith(".") or name.lower() in SYSTEM_NAMES
+
+
+@dataclass
+class _Pending:
+    path: str
+    future: Future[_Listing] | None = None
 
 
 @dataclass
@@ -64,12 +110,17 @@ class FolderScanner:
         allowed_roots: Iterable[Path],
         *,
         workers: int = 8,
+        prefetch: int | None = None,
         on_refused: Callable[[str, str], None] | None = None,
     ) -> None:
         self.extensions = normalize_extensions(extensions)
         self.allowed_roots = [os.path.realpath(r) for r in allowed_roots]
         self.workers = max(1, workers)
         self.on_refused = on_refused or (lambda path, reason: None)
+        # Folder listings started ahead of the walk, at most (the scan's memory does not grow with the tree).
+        self.prefetch = max(1, prefetch if prefetch is not None else 4 * self.workers)
+        self.peak_prefetched = 0
+        self._inflight = 0
         # Set when a folder could not be listed: absent files may then just be unreadable, not deleted.
         self.incomplete = False
 
@@ -111,16 +162,25 @@ class FolderScanner:
         return _Listing(files, subdirs)
 
     def scan(self, root: str | Path, should_stop: Callable[[], bool] | None = None) -> Iterator[ScannedFile]:
-        """Supported files under `root`, sorted depth-first; listings are prefetched in parallel."""
+        """Supported files under `root`, sorted depth-first.
+
+        Listings are prefetched in parallel, but only the next `prefetch` folders in walk order:
+        a tree of a million folders never holds a million listings in memory, only the paths of
+        the folders still to walk.
+        """
         root_s = os.path.abspath(str(root))
         visited = {os.path.realpath(root_s)}
         with ThreadPoolExecutor(self.workers, thread_name_prefix="scan") as pool:
-            stack: list[Future[_Listing]] = [pool.submit(self._list, root_s)]
+            stack: list[_Pending] = [_Pending(root_s)]  # the next folder to walk is the last
             try:
                 while stack:
                     if should_stop and should_stop():
                         return
-                    listing = stack.pop().result()
+                    self._prefetch(pool, stack)
+                    pending = stack.pop()
+                    assert pending.future is not None
+                    listing = pending.future.result()
+                    self._inflight -= 1
                     yield from listing.files
                     # Real folders claim their place before links to them, so a link never hides a folder.
                     accepted: set[str] = set()
@@ -131,8 +191,19 @@ class FolderScanner:
                             continue
                         visited.add(real)
                         accepted.add(path)
-                    children = [pool.submit(self._list, p) for p, _ in listing.subdirs if p in accepted]
-                    stack.extend(reversed(children))
+                    stack.extend(_Pending(p) for p, _ in reversed(listing.subdirs) if p in accepted)
             finally:
-                for fut in stack:
-                    fut.cancel()
+                for pending in stack:
+                    if pending.future is not None:
+                        pending.future.cancel()
+                self._inflight = 0
+
+    def _prefetch(self, pool: ThreadPoolExecutor, stack: list[_Pending]) -> None:
+        """Start listing the next folders in walk order, up to `prefetch` listings held at once."""
+        for pending in reversed(stack):
+            if self._inflight >= self.prefetch:
+                break
+            if pending.future is None:
+                pending.future = pool.submit(self._list, pending.path)
+                self._inflight += 1
+                self.peak_prefetched = max(self.peak_prefetched, self._inflight)

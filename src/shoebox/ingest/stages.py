@@ -23,6 +23,7 @@ Rules every stage keeps:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -44,7 +45,7 @@ from shoebox.ingest.catalog import Catalog, FileOutcome
 from shoebox.ingest.config import IngestSettings
 from shoebox.ingest.metadata import build_payload, content_meta, with_paths
 from shoebox.ingest.ml_client import BatchFile, MLClient
-from shoebox.ingest.scan import FolderScanner
+from shoebox.ingest.scan import FolderScanner, OutsideRoots, open_within_roots
 from shoebox.protocol import ErrorCode, Item, Outcome, ShoeboxError, same_model
 from shoebox.store import VectorStore
 
@@ -177,11 +178,13 @@ class Pipe:
 
 
 class ByteBudget:
-    """Caps bytes read but not yet embedded; one oversized file may always pass alone."""
+    """Caps bytes read but not yet embedded, across every job of the process; one oversized file
+    may always pass alone. `peak` is the most ever held at once (shown by /health)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self.peak = 0
         self._cond = threading.Condition()
 
     def acquire(self, n: int, stopping: Callable[[], bool]) -> bool:
@@ -191,6 +194,7 @@ class ByteBudget:
                     return False
                 self._cond.wait(POLL_S)
             self.used += n
+            self.peak = max(self.peak, self.used)
             return True
 
     def release(self, n: int) -> None:
@@ -199,6 +203,51 @@ class ByteBudget:
         with self._cond:
             self.used -= n
             self._cond.notify_all()
+
+
+class JobBytes:
+    """One job's share of the process's `ByteBudget`.
+
+    Whatever the job still holds when it ends (files dropped from its queues by a cancel or a
+    crash) goes back to the shared budget at once, so one job's abort never starves the others.
+    """
+
+    def __init__(self, shared: ByteBudget) -> None:
+        self.shared = shared
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def acquire(self, n: int, stopping: Callable[[], bool]) -> bool:
+        if not self.shared.acquire(n, stopping):
+            return False
+        with self._lock:
+            self.held += n
+        return True
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            n = min(n, self.held)
+            self.held -= max(n, 0)
+        self.shared.release(n)
+
+    def release_all(self) -> None:
+        self.release(self.held)
+
+
+@dataclass
+class SharedLimits:
+    """What every job of the process shares: the byte budget and the decode (prepare) slots, so
+    two jobs at once hold no more file bytes, and run no more decodes, than one job may."""
+
+    budget: ByteBudget
+    decode_slots: threading.BoundedSemaphore
+
+    @classmethod
+    def from_settings(cls, settings: IngestSettings) -> SharedLimits:
+        return cls(
+            ByteBudget(settings.inflight_bytes_limit),
+            threading.BoundedSemaphore(max(1, settings.prepare_workers)),
+        )
 
 
 class Tracker:
@@ -252,11 +301,16 @@ class JobContext:
     store_collection: str = ""
     fatal: str | None = None
     fatal_code: ErrorCode = ErrorCode.INTERNAL
-    budget: ByteBudget = field(init=False)
+    limits: SharedLimits | None = None  # the process's (JobRunner); None = this job's own
+    budget: JobBytes = field(init=False)
+    # Real paths of the allowed roots: a file is only ever read from inside them.
+    roots: list[str] = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.budget = ByteBudget(self.settings.inflight_bytes_limit)
+        self.limits = self.limits or SharedLimits.from_settings(self.settings)
+        self.budget = JobBytes(self.limits.budget)
+        self.roots = [os.path.realpath(r) for r in (self.settings.ingest_roots or [Path(self.directory)])]
         self.store_collection = self.store_collection or self.collection
 
     def log(self, line: str) -> None:
@@ -319,15 +373,18 @@ def run_stage(ctx: JobContext, name: str, body: Callable[[], None]) -> None:
 
 def scan_stage(ctx: JobContext, scanner: FolderScanner, out: Pipe, results: Pipe) -> None:
     """Walk the folder; unchanged files go straight to the store, new or modified ones to be read."""
-    known = ctx.catalog.known_files_under(ctx.collection, ctx.directory)
+    # Popped as files are found: what is left at the end is what vanished (no set of every path seen).
+    known = ctx.catalog.known_files_under(ctx.collection, ctx.directory, with_sha=False)
+    known_total = len(known)
+    found = 0
     done = ctx.catalog.done_paths(ctx.job_id)
     if done:
         ctx.log(f"resuming: {len(done)} files already finished")
     ctx.log(f"scanning {ctx.directory}")
     last_report = time.monotonic()
-    seen: set[str] = set()
     for f in scanner.scan(ctx.directory, ctx.stopping):
-        seen.add(f.path)
+        found += 1
+        k = known.pop(f.path, None)
         if f.path in done:
             ctx.tracker.scanned += 1
             continue
@@ -336,32 +393,37 @@ def scan_stage(ctx: JobContext, scanner: FolderScanner, out: Pipe, results: Pipe
         if time.monotonic() - last_report > 0.5:
             ctx.catalog.set_total(ctx.job_id, ctx.tracker.scanned, scan_done=False)
             last_report = time.monotonic()
-        k = known.get(f.path)
         if f.error:
             ok = results.put(Failed(ref, ErrorCode.FILE_READ, f.error))
         elif k is not None and k.size == f.size and k.mtime_ns == f.mtime_ns:
             ok = results.put(Unchanged(ref, back_online=k.offline))
         else:
-            ref.old_sha = k.sha256 if k else None
+            ref.old_sha = _known_sha(ctx, f.path) if k else None
             ok = out.put(ref)
         if not ok:
             return
+    done.clear()
     if ctx.stopping():
         return
     ctx.catalog.set_total(ctx.job_id, ctx.tracker.scanned, scan_done=True)
     ctx.log(f"found {ctx.tracker.scanned} files")
-    gone = [p for p in known if p not in seen]
+    gone = known  # the known files the scan did not find
     if not gone:
         return
-    reason = vanished_in_bulk(ctx.settings, len(gone), len(known), len(seen), scanner.incomplete)
+    reason = vanished_in_bulk(ctx.settings, len(gone), known_total, found, scanner.incomplete)
     if reason:
         ctx.log(f"{len(gone)} known files were not found ({reason}): kept in the index, marked offline")
-        results.put(Offline(gone, reason))
+        results.put(Offline(list(gone), reason))
     else:
         ctx.log(f"{len(gone)} known files are gone: removing their paths from the collection")
         for p in gone:
-            if not results.put(Gone(FileRef(p, 0, 0, old_sha=known[p].sha256))):
+            if not results.put(Gone(FileRef(p, 0, 0, old_sha=_known_sha(ctx, p)))):
                 return
+
+
+def _known_sha(ctx: JobContext, path: str) -> str | None:
+    k = ctx.catalog.known_file(ctx.collection, path)
+    return k.sha256 if k else None
 
 
 def vanished_in_bulk(
@@ -391,7 +453,7 @@ def read_stage(ctx: JobContext, inp: Pipe, out: Pipe, results: Pipe) -> None:
             return
         ref.held = max(ref.size, 1)
         try:
-            ref.data = read_file(ref.path)
+            ref.data = read_file(ref.path, ctx.roots)
             # The bytes being decoded are the bytes hashed (hashlib releases the GIL).
             ref.sha = hashlib.sha256(ref.data).hexdigest()
             ok = out.put(ref)
@@ -402,10 +464,22 @@ def read_stage(ctx: JobContext, inp: Pipe, out: Pipe, results: Pipe) -> None:
             return
 
 
-def read_file(path: str) -> bytes:
-    """The whole file, once; an empty or unreadable file is an `ERR_FILE_READ`."""
+def read_file(path: str, roots: Iterable[str] | None = None) -> bytes:
+    """The whole file, once; an empty or unreadable file is an `ERR_FILE_READ`.
+
+    Opened without following a symlink swapped in after the scan, and only when its real path
+    is inside `roots` (real paths; None = not checked): a scanned file replaced by a link out of
+    the roots is `ERR_PATH_NOT_ALLOWED`, and nothing outside them is read.
+    """
     try:
-        with open(path, "rb", buffering=0) as f:
+        fd, _ = open_within_roots(path, roots)
+    except OutsideRoots as exc:
+        raise ShoeboxError(ErrorCode.PATH_NOT_ALLOWED, f"not read: {exc}") from exc
+    except OSError as exc:
+        reason = "it became a symbolic link since the scan" if exc.errno == errno.ELOOP else exc.strerror or exc
+        raise ShoeboxError(ErrorCode.FILE_READ, f"cannot read: {reason}") from exc
+    try:
+        with open(fd, "rb", buffering=0, closefd=True) as f:
             data = f.read()
     except OSError as exc:
         raise ShoeboxError(ErrorCode.FILE_READ, f"cannot read: {exc.strerror or exc}") from exc
@@ -487,7 +561,13 @@ def prepare_stage(ctx: JobContext, inp: Pipe, out: Pipe, results: Pipe) -> None:
             target = results
         else:
             try:
-                item, target = prepare_one(ctx, ref), out
+                if not _take(ctx.limits.decode_slots, ctx.stopping):
+                    ctx.release(ref)
+                    return
+                try:
+                    item, target = prepare_one(ctx, ref), out
+                finally:
+                    ctx.limits.decode_slots.release()
             except ShoeboxError as exc:
                 ctx.release(ref)
                 item, target = Failed(ref, exc.code, exc.message), results
@@ -497,6 +577,14 @@ def prepare_stage(ctx: JobContext, inp: Pipe, out: Pipe, results: Pipe) -> None:
                 item, target = Failed(ref, ErrorCode.DECODING_IMAGE, f"cannot decode: {exc}"), results
         if not target.put(item):
             return
+
+
+def _take(slots: threading.Semaphore, stopping: Callable[[], bool]) -> bool:
+    """One of the process's decode slots; False when the job aborts first."""
+    while not slots.acquire(timeout=POLL_S):
+        if stopping():
+            return False
+    return True
 
 
 def prepare_one(ctx: JobContext, ref: FileRef) -> Prepared:
@@ -571,20 +659,30 @@ def rendition(image: Any, input_size: int) -> tuple[Any, bytes]:
     return image, imaging.encode_jpeg(image)
 
 
+def thumbnail_name(sha: str) -> str:
+    """Where the thumbnail of a content lives, relative to the thumbnail folder (one per content)."""
+    return f"{sha[:2]}/{sha}.jpg"
+
+
+def store_thumbnail(thumbs_dir: Path, sha: str, data: bytes) -> str:
+    """Write a thumbnail atomically (a reader never sees half of one); returns its relative name."""
+    rel = thumbnail_name(sha)
+    target = thumbs_dir / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+    return rel
+
+
 def write_thumbnail(thumbs_dir: Path, sha: str, image: Any, size: int) -> str | None:
     from shoebox import imaging
 
-    rel = f"{sha[:2]}/{sha}.jpg"
-    target = thumbs_dir / rel
-    if target.exists():
+    rel = thumbnail_name(sha)
+    if (thumbs_dir / rel).exists():
         return rel
     try:
-        data = imaging.make_thumbnail(image, size=size)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-        return rel
+        return store_thumbnail(thumbs_dir, sha, imaging.make_thumbnail(image, size=size))
     except Exception as exc:  # a thumbnail is a bonus: its failure must not fail the photo
         log.warning("thumbnail of %s failed: %s", sha, exc)
         return None
@@ -661,7 +759,9 @@ def embed_stage(ctx: JobContext, inp: Pipe, results: Pipe) -> None:
     try:
         finished = False
         while not finished:
-            item = inp.get(timeout=BATCH_FILL_WAIT_S if pending else None)
+            # Batches in flight are settled even while no file arrives: their bytes may be what
+            # the readers wait for (the byte budget is full of them).
+            item = inp.get(timeout=BATCH_FILL_WAIT_S if pending else (POLL_S if running else None))
             if item is DONE:
                 finished = True
             elif item is not EMPTY:

@@ -7,17 +7,19 @@ so it names the same image in every collection.
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import os
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from shoebox.ingest import search
+from shoebox.ingest.browse import IndexedFile, open_indexed
 from shoebox.ingest.context import ServiceContext
 from shoebox.ingest.search import (
     candidate_collections,
@@ -26,6 +28,7 @@ from shoebox.ingest.search import (
     resolve_collection,
     vector_call,
 )
+from shoebox.ingest.stages import store_thumbnail, thumbnail_name
 from shoebox.protocol import ErrorCode, ShoeboxError
 from shoebox.store import Record
 
@@ -37,6 +40,9 @@ BROWSER_FORMATS = {"jpg", "jpeg", "jpe", "png", "gif", "webp", "avif", "bmp"}
 RENDITION_QUALITY = 90
 # The id is a content hash: the bytes behind it never change, so caches may keep them.
 IMMUTABLE = {"Cache-Control": "private, max-age=31536000, immutable"}
+REVALIDATE = {"Cache-Control": "private, no-cache"}
+# Whether a rendition or thumbnail came from a cache (hit) or was decoded for this request (miss).
+CACHE_HEADER = "X-Rendition-Cache"
 
 
 class ImagePage(BaseModel):
@@ -62,13 +68,9 @@ async def list_images(
     total, hits = await vector_call(
         search.list_page, ctx.store, ref.store, page=page, per_page=per_page
     )
-    return ImagePage(
-        total=total,
-        page=page,
-        per_page=per_page,
-        collection_name=ref.name,
-        results=[h.model_dump(exclude={"score"}) for h in hits],
-    )
+    # Up to MAX_PER_PAGE payloads: built in a worker thread, not in the event loop.
+    results = await run_in_threadpool(lambda: [h.model_dump(exclude={"score"}) for h in hits])
+    return ImagePage(total=total, page=page, per_page=per_page, collection_name=ref.name, results=results)
 
 
 def _find_point(ctx: ServiceContext, point_id: str, collection_name: str | None) -> tuple[str, Record]:
@@ -85,21 +87,6 @@ def _find_point(ctx: ServiceContext, point_id: str, collection_name: str | None)
 async def _lookup(request: Request, image_id: str, collection_name: str | None) -> tuple[str, Record]:
     point_id = check_image_id(image_id)
     return await vector_call(_find_point, context(request), point_id, collection_name)
-
-
-def _indexed_file(payload: dict[str, Any]) -> Path | None:
-    """The first stored path that still holds the indexed bytes (same size), or None."""
-    expected_size = payload.get("size")
-    for path in payload.get("paths") or [payload.get("path")]:
-        if not path:
-            continue
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        if os.path.isfile(path) and (expected_size is None or st.st_size == expected_size):
-            return Path(path)
-    return None
 
 
 @router.get("/api/v1/images/{image_id}/info")
@@ -121,66 +108,103 @@ async def image_info(image_id: str, request: Request, collection_name: str | Non
     }
 
 
-def _thumbnail_file(thumbs_dir: Path, relative: str | None) -> Path | None:
-    if not relative:
-        return None
+def _thumbnail_file(thumbs_dir: Path, relative: str | None, sha: str | None) -> Path | None:
+    """The stored thumbnail: where the payload says, else where a re-made one was written."""
     root = thumbs_dir.resolve()
-    candidate = (root / relative).resolve()
-    # The payload is ours, but a path that leaves the thumbnail folder is never served.
-    if root not in candidate.parents or not candidate.is_file():
-        return None
-    return candidate
+    for rel in (relative, thumbnail_name(sha) if sha else None):
+        if not rel:
+            continue
+        candidate = (root / rel).resolve()
+        # The payload is ours, but a path that leaves the thumbnail folder is never served.
+        if root in candidate.parents and candidate.is_file():
+            return candidate
+    return None
 
 
-def _render_jpeg(path: Path, max_pixels: int, thumbnail_size: int | None) -> bytes:
+def _cache_control(exact: bool) -> dict[str, str]:
+    # An id names a content: bytes known to be that content never change, so caches may keep them;
+    # a file modified since the ingest (same size, other mtime or hash) must be asked for again.
+    return IMMUTABLE if exact else REVALIDATE
+
+
+def _decode(file: IndexedFile, sha: str | None, max_pixels: int, thumbnail_size: int | None) -> tuple[bytes, bool]:
+    """A JPEG rendition (or thumbnail) of the file, and whether its bytes are the indexed content."""
     from shoebox.imaging import decode_full, encode_jpeg, make_thumbnail
 
-    image = decode_full(path, path.name, max_pixels)
+    name = os.path.basename(file.path)
+    data = file.read()
+    exact = sha is not None and hashlib.sha256(data).hexdigest() == sha
+    image = decode_full(data, name, max_pixels)
+    del data
     if thumbnail_size:
-        return make_thumbnail(image, thumbnail_size)
-    return encode_jpeg(image, RENDITION_QUALITY)
+        return make_thumbnail(image, thumbnail_size), exact
+    return encode_jpeg(image, RENDITION_QUALITY), exact
 
 
-def _max_pixels(ctx: ServiceContext) -> int:
-    return ctx.settings.max_image_pixels
+async def _open(ctx: ServiceContext, collection: str, payload: dict[str, Any]) -> IndexedFile:
+    return await run_in_threadpool(open_indexed, payload, ctx.settings.ingest_roots, ctx.catalog, collection)
+
+
+async def _render(ctx: ServiceContext, file: IndexedFile, sha: str | None, thumbnail_size: int | None) -> tuple[bytes, bool]:
+    """A full decode, within the process's decode slots (ERR_BUSY when none frees in time)."""
+    try:
+        async with ctx.browse.gate.slot():
+            return await run_in_threadpool(
+                _decode, file, sha, ctx.settings.max_image_pixels, thumbnail_size
+            )
+    finally:
+        file.close()
 
 
 @router.get("/api/v1/images/{image_id}/thumbnail", response_class=Response)
 async def image_thumbnail(image_id: str, request: Request, collection_name: str | None = None) -> Response:
-    """The JPEG thumbnail written at ingest (re-made from the original if it went missing)."""
+    """The JPEG thumbnail written at ingest; re-made from the original if it went missing, and
+    written back to the thumbnail folder."""
     ctx = context(request)
-    _, record = await _lookup(request, image_id, collection_name)
+    name, record = await _lookup(request, image_id, collection_name)
     payload = record.payload or {}
-    thumb = _thumbnail_file(Path(ctx.thumbs_dir), payload.get("thumbnail"))
+    sha = payload.get("sha256")
+    thumb = await run_in_threadpool(_thumbnail_file, Path(ctx.thumbs_dir), payload.get("thumbnail"), sha)
     if thumb is not None:
-        return FileResponse(thumb, media_type="image/jpeg", headers=IMMUTABLE)
-    original = await run_in_threadpool(_indexed_file, payload)
-    if original is None:
-        raise ShoeboxError(ErrorCode.NOT_FOUND, f"no thumbnail for image {record.id}, and its files are gone")
-    size = ctx.settings.thumbnail_size
-    data = await run_in_threadpool(_render_jpeg, original, _max_pixels(ctx), size)
-    return Response(data, media_type="image/jpeg")
+        return FileResponse(thumb, media_type="image/jpeg", headers={**IMMUTABLE, CACHE_HEADER: "hit"})
+    try:
+        file = await _open(ctx, name, payload)
+    except ShoeboxError as exc:
+        if exc.code != ErrorCode.PATH_NOT_FOUND:
+            raise
+        raise ShoeboxError(ErrorCode.NOT_FOUND, f"no thumbnail for image {record.id}, and its files are gone") from None
+    data, exact = await _render(ctx, file, sha, ctx.settings.thumbnail_size)
+    if exact and sha:
+        await run_in_threadpool(store_thumbnail, Path(ctx.thumbs_dir), sha, data)
+    return Response(data, media_type="image/jpeg", headers={**_cache_control(exact), CACHE_HEADER: "miss"})
 
 
 @router.get("/api/v1/images/{image_id}/image", response_class=Response)
 async def image_file(image_id: str, request: Request, collection_name: str | None = None) -> Response:
-    """The indexed file itself for browser formats; a JPEG rendition for RAW, HEIC and the like."""
+    """The indexed file itself for browser formats; a JPEG rendition for RAW, HEIC and the like
+    (made once per content, then served from the rendition cache)."""
     ctx = context(request)
-    _, record = await _lookup(request, image_id, collection_name)
+    name, record = await _lookup(request, image_id, collection_name)
     payload = record.payload or {}
-    original = await run_in_threadpool(_indexed_file, payload)
-    if original is None:
-        raise ShoeboxError(
-            ErrorCode.PATH_NOT_FOUND, f"none of the indexed files of image {record.id} is on disk any more"
-        )
+    sha = payload.get("sha256")
+    # Checked at every request, cache or not: an image is served only while one of its files is
+    # still there, inside the allowed roots.
+    file = await _open(ctx, name, payload)
+    original = Path(file.path)
     fmt = original.suffix.lower().lstrip(".")
     if fmt in BROWSER_FORMATS:
         media_type = mimetypes.guess_type(original.name)[0] or "application/octet-stream"
-        return FileResponse(original, media_type=media_type, headers=IMMUTABLE)
-    data = await run_in_threadpool(_render_jpeg, original, _max_pixels(ctx), None)
+        headers = {**_cache_control(file.unchanged), "Content-Length": str(file.size)}
+        return StreamingResponse(file.chunks(), media_type=media_type, headers=headers)
     stem = original.stem.encode("ascii", "ignore").decode().replace('"', "") or "image"
+    disposition = {"Content-Disposition": f'inline; filename="{stem}.jpg"'}
+    cached = await run_in_threadpool(ctx.browse.cache.get, sha, "image") if sha else None
+    if cached is not None:
+        file.close()
+        return Response(cached, media_type="image/jpeg", headers={**IMMUTABLE, **disposition, CACHE_HEADER: "hit"})
+    data, exact = await _render(ctx, file, sha, None)
+    if exact and sha:
+        await run_in_threadpool(ctx.browse.cache.put, sha, "image", data)
     return Response(
-        data,
-        media_type="image/jpeg",
-        headers={**IMMUTABLE, "Content-Disposition": f'inline; filename="{stem}.jpg"'},
+        data, media_type="image/jpeg", headers={**_cache_control(exact), **disposition, CACHE_HEADER: "miss"}
     )
