@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import diskcache
-
+from shoebox.ingest.cache import open_bytes_cache, read_bytes
 from shoebox.ingest.catalog import Catalog
 from shoebox.ingest.scan import OutsideRoots, open_within_roots
 from shoebox.protocol import ErrorCode, ShoeboxError
@@ -87,14 +86,8 @@ class RenditionCache:
     """JPEG renditions by content hash and kind, on disk, least recently used culled first."""
 
     def __init__(self, directory: Path, size_limit: int) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
         self.enabled = size_limit > 0
-        self._cache = diskcache.Cache(
-            str(directory),
-            size_limit=max(size_limit, 1),
-            eviction_policy="least-recently-used",
-            statistics=False,
-        )
+        self._cache = open_bytes_cache(directory, max(size_limit, 1))
         self.hits = 0
         self.misses = 0
 
@@ -103,7 +96,7 @@ class RenditionCache:
         return f"{kind}\x00{sha256}"
 
     def get(self, sha256: str, kind: str) -> bytes | None:
-        data = self._cache.get(self._key(sha256, kind)) if self.enabled else None
+        data = read_bytes(self._cache, self._key(sha256, kind)) if self.enabled else None
         if data is None:
             self.misses += 1
         else:

@@ -34,29 +34,40 @@ class _PickledEntry(ValueError):
     pass
 
 
+def open_bytes_cache(directory: Path, size_limit: int) -> diskcache.Cache:
+    """A diskcache of raw bytes under `directory` (LRU within `size_limit`) that never unpickles."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return diskcache.Cache(
+        str(directory),
+        size_limit=size_limit,
+        eviction_policy="least-recently-used",
+        statistics=False,
+        disk=_NoPickleDisk,
+    )
+
+
+def read_bytes(cache: diskcache.Cache, key: str) -> bytes | None:
+    """The bytes stored under `key`; a pickled row (tampered, or an earlier version's) is deleted
+    and reads as a miss."""
+    try:
+        raw = cache.get(key)
+    except _PickledEntry:
+        cache.delete(key)
+        return None
+    return raw if isinstance(raw, bytes) else None
+
+
 class EmbeddingCache:
     def __init__(self, directory: Path, size_limit: int) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self._cache = diskcache.Cache(
-            str(directory),
-            size_limit=size_limit,
-            eviction_policy="least-recently-used",
-            statistics=False,
-            disk=_NoPickleDisk,
-        )
+        self._cache = open_bytes_cache(directory, size_limit)
 
     @staticmethod
     def _key(sha256: str, model_name: str) -> str:
         return f"{model_name}\x00{sha256}"
 
     def get(self, sha256: str, model_name: str) -> tuple[list[float], dict[str, Any]] | None:
-        key = self._key(sha256, model_name)
-        try:
-            raw = self._cache.get(key)
-        except _PickledEntry:
-            self._cache.delete(key)
-            return None
-        if not isinstance(raw, bytes):
+        raw = read_bytes(self._cache, self._key(sha256, model_name))
+        if raw is None:
             return None
         meta, _, vector = raw.partition(b"\0")  # JSON never holds a raw NUL byte
         try:
