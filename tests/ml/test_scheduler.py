@@ -212,3 +212,48 @@ def test_closing_fails_queued_work_instead_of_hanging(model: ClipModel) -> None:
         assert closed.value.code == ErrorCode.ML_UNAVAILABLE
 
     run(main())
+
+
+class _FakeModel:
+    """Answers at once (after a short pause like a real call), so a test controls the traffic."""
+
+    def embed_images(self, batch: np.ndarray) -> np.ndarray:
+        time.sleep(0.002)
+        return np.ones((len(batch), 4), dtype=np.float32)
+
+    def embed_texts(self, texts: list[str], language: str | None = None) -> np.ndarray:
+        time.sleep(0.002)
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+
+def test_images_progress_under_a_continuous_text_flood() -> None:
+    from shoebox.ml.scheduler import MAX_TEXT_STREAK, TEXT_BATCH
+
+    scheduler = InferenceScheduler(_FakeModel(), batch_size=2, max_queue=64, batch_max_wait_ms=0)
+    scheduler.start()
+
+    async def main() -> tuple[int, int]:
+        stop = asyncio.Event()
+
+        async def flood() -> None:
+            while not stop.is_set():  # a full text call each, so the text lane is never empty
+                await scheduler.embed_texts(["a photo of a dog"] * TEXT_BATCH)
+
+        floods = [asyncio.create_task(flood()) for _ in range(64)]
+        await asyncio.sleep(0.05)
+        before = scheduler.stats["text_calls"]
+        image = np.zeros((3, 4, 4), dtype=np.float32)
+        result = await asyncio.wait_for(scheduler.embed_images([image] * 6), timeout=10)
+        during = scheduler.stats["text_calls"] - before
+        stop.set()
+        await asyncio.gather(*floods)
+        return len(result), during
+
+    try:
+        embedded, text_calls_meanwhile = run(main())
+    finally:
+        scheduler.close()
+    assert embedded == 6
+    # Three batches of two, each after at most MAX_TEXT_STREAK text calls (plus the one running).
+    assert scheduler.stats["image_batches"] == 3
+    assert text_calls_meanwhile <= 3 * MAX_TEXT_STREAK + 1

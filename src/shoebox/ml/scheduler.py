@@ -6,7 +6,8 @@ dedicated thread owns the model and coalesces whatever is waiting into batches o
 releases the GIL while it runs, so the event loop and the decode pool keep going meanwhile.
 
 Text has its own lane: it is served before the next image batch, so a search waits at most
-for the batch that is already running. Capacity is counted in images from the moment a
+for the batch that is already running — up to MAX_TEXT_STREAK text calls in a row while images
+wait; then one image batch runs, so a flood of searches never starves indexing. Capacity is counted in images from the moment a
 request is admitted (before it is even decoded): a request that does not fit is refused at
 once with ERR_BUSY and a Retry-After derived from the queue depth and measured throughput.
 """
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 MAX_PENDING_TEXTS = 4096
 # One text call embeds at most this many queries, so a huge text request cannot starve images.
 TEXT_BATCH = 64
+# Text calls in a row while images wait, before one image batch runs: a flood of searches
+# slows bulk indexing down, never stops it.
+MAX_TEXT_STREAK = 4
 # Retry-After never sends a client away for longer than this.
 MAX_RETRY_AFTER_S = 60
 
@@ -85,12 +89,28 @@ class Ticket:
     held: int
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def take(self) -> int:
+        """Hand the reserved room over to another ticket (this one then holds nothing)."""
+        with self._lock:
+            n, self.held = self.held, 0
+        return n
+
     def release(self, n: int | None = None) -> None:
         with self._lock:
             n = self.held if n is None else min(n, self.held)
             self.held -= n
         if n:
             self.scheduler._release(n)
+
+    def resize(self, n: int) -> None:
+        """Hold room for exactly `n` images: give back the surplus, or reserve the shortfall
+        (which may raise ERR_BUSY like any admission)."""
+        if n <= self.held:
+            self.release(self.held - n)
+            return
+        extra = self.scheduler.admit_more(self.held, n - self.held)
+        with self._lock:
+            self.held += extra
 
     def __enter__(self) -> Ticket:
         return self
@@ -181,6 +201,7 @@ class InferenceScheduler:
         self._texts: deque[_TextJob] = deque()
         self._queued_images = 0  # waiting in `_images`, not yet handed to a batch
         self._admitted = 0  # reserved by tickets: decoding, queued or running
+        self._text_streak = 0  # text calls in a row while images were waiting
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.stats = {"image_batches": 0, "images": 0, "text_calls": 0, "texts": 0, "dropped_images": 0}
@@ -256,6 +277,12 @@ class InferenceScheduler:
                 raise err
             self._admitted += n
         return Ticket(self, n)
+
+    def admit_more(self, held: int, n: int) -> int:
+        """Reserve `n` more images for a request that holds `held` already; returns `n`."""
+        if held + n > self.max_queue:
+            self.admit(held + n)  # raises the 413 of a request larger than the whole queue
+        return self.admit(n).take()
 
     def _release(self, n: int) -> None:
         with self._cond:
@@ -346,9 +373,13 @@ class InferenceScheduler:
             while True:
                 if self._stopping:
                     return None, []
-                if self._texts:
+                images_wait = self._queued_images > 0
+                if self._texts and not (images_wait and self._text_streak >= MAX_TEXT_STREAK):
+                    self._text_streak = self._text_streak + 1 if images_wait else 0
                     return self._take_texts(), []
-                if self._queued_images >= self.batch_size:
+                if self._queued_images >= self.batch_size or self._text_streak >= MAX_TEXT_STREAK:
+                    # A full batch, or images that already waited out a streak of text calls.
+                    self._text_streak = 0
                     return [], self._take_images()
                 if self._images:
                     # A partial batch waits for company, counted from its oldest image's arrival,
@@ -356,6 +387,7 @@ class InferenceScheduler:
                     deadline = self._images[0].enqueued_at + self.batch_max_wait_s
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
+                        self._text_streak = 0
                         return [], self._take_images()
                     self._cond.wait(remaining)
                 else:
