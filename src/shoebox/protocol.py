@@ -124,6 +124,9 @@ class Capabilities(BaseModel):
     raw_formats: list[str]
     captioning: bool = False
     max_queue: int
+    max_batch_files: int | None = Field(
+        default=None, description="Files one batch request may hold (None: a service that does not say)."
+    )
     test_model: bool = False
     input_size: int = 224
     throughput_img_s: float | None = None

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from shoebox.body_limit import DEFAULT_BODY_BYTES, MIB, BodyLimit, install_body_limit, route_limits
 from shoebox.http import add_openapi_schemas, install_api_key, install_error_handlers
 from shoebox.ingest import language
 from shoebox.ingest.config import IngestSettings
@@ -50,6 +51,10 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Shoebox ingestion service", version="1", lifespan=lifespan)
     install_error_handlers(app)
+    # Uploads (search by image, combined queries) up to their files' limit, every other body 1 MiB.
+    uploads = BodyLimit(search.MAX_UPLOAD_BYTES + MIB)
+    limits = {"/api/v1/search/image": uploads, "/api/v1/search/query": uploads}
+    install_body_limit(app, route_limits(limits, BodyLimit(DEFAULT_BODY_BYTES)))
     install_api_key(app, settings.api_key)
 
     @app.get("/health", tags=["health"])

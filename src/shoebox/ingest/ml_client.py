@@ -29,6 +29,8 @@ from shoebox.protocol import Capabilities, ErrorCode, Item, ModelInfo, ShoeboxEr
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
+# Declares a multipart batch's file count, so the ML service admits it before reading the body.
+FILES_HEADER = "X-Shoebox-Files"
 
 
 @dataclass
@@ -57,7 +59,7 @@ class _Attempt:
 
 
 class MLClient:
-    def __init__(self, settings: IngestSettings) -> None:
+    def __init__(self, settings: IngestSettings, *, transport: httpx.BaseTransport | None = None) -> None:
         self.settings = settings
         self._endpoints = [_Endpoint(url) for url in settings.ml_endpoints]
         self._lock = threading.Lock()
@@ -66,6 +68,7 @@ class MLClient:
             headers=headers,
             timeout=httpx.Timeout(settings.ml_timeout_s, connect=5.0),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            transport=transport,
         )
         self.batches_sent = 0
 
@@ -139,10 +142,21 @@ class MLClient:
         )
 
     def batch_size(self, model: str | None = None) -> int:
-        known = [ep.capabilities.model(model) for ep in self._endpoints if ep.capabilities]
-        caps = [info.safe_clip_batch for info in known if info is not None]
-        safe = min(caps) if caps else self.settings.ml_inference_batch_size
-        return max(1, min(self.settings.ml_inference_batch_size, safe))
+        """Files per batch: the setting, within what every known ML service takes — its safe
+        batch for `model`, its whole queue (`max_queue`) and its files per request
+        (`max_batch_files`); a larger batch would only be refused with 413."""
+        bounds = [self.settings.ml_inference_batch_size]
+        for ep in self._endpoints:
+            caps = ep.capabilities
+            if caps is None:
+                continue
+            info = caps.model(model)
+            if info is not None:
+                bounds.append(info.safe_clip_batch)
+            bounds.append(caps.max_queue)
+            if caps.max_batch_files:
+                bounds.append(caps.max_batch_files)
+        return max(1, min(bounds))
 
     def probe(self, timeout: float = 1.0) -> dict:
         """For /health: is any ML service reachable, and its safe batch."""
@@ -248,6 +262,7 @@ class MLClient:
                 params=_model_param(model),
                 files=parts,
                 data={"unique_ids": ids},
+                headers={FILES_HEADER: str(len(files))},
             )
 
         r = self._with_retries(
@@ -314,6 +329,7 @@ class MLClient:
                 params=_model_param(model),
                 files=[("files", (f.filename, f.data, _content_type(f.filename)))],
                 data={"unique_ids": json.dumps([f.unique_id])},
+                headers={FILES_HEADER: "1"},
                 timeout=60.0,
             )
 

@@ -1,9 +1,11 @@
 """The ML inference service: CLIP embeddings for images and texts over HTTP (API.md, ML section).
 
-Request path of an image batch: refuse at once (429) when the queue has no room at all → read
-the body (multipart: streamed, `ml.uploads`) → admit (reserve queue room for every file or answer
-429) → decode every file in the decode pool (never on the event loop, never on the inference
-thread) → one scheduler job for the images that decoded → per-item results, 200 for the batch.
+Request path of an image batch: the body's cap (`shoebox.body_limit`: 413 before reading when
+Content-Length says so) → admit (reserve queue room for the declared files, `X-Shoebox-Files`,
+or answer 429 without reading the body) → read the body (multipart: streamed, `ml.uploads`) →
+set the reservation to the files that came → decode every file in the decode pool (never on the
+event loop, never on the inference thread) → one scheduler job for the images that decoded →
+per-item results, 200 for the batch.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -25,6 +28,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
 from shoebox import imaging
+from shoebox.body_limit import DEFAULT_BODY_BYTES, MIB, BodyLimit, LimitFor, install_body_limit, route_limits
 from shoebox.http import install_api_key, install_error_handlers
 from shoebox.ml.capabilities import ProbeResult, measure_safe_batch
 from shoebox.ml.captioning import Captioner, NoCaptioner
@@ -53,6 +57,12 @@ T = TypeVar("T")
 
 # Texts in one /embed_text request.
 MAX_TEXTS = 1024
+# Body cap of /embed_text: 1024 queries of a few KB each.
+TEXT_BODY_BYTES = 4 * MIB
+# The header of a multipart batch that declares its number of files (admission before reading).
+FILES_HEADER = "X-Shoebox-Files"
+# Without that header, a multipart body is guessed to hold one file per this many bytes.
+BYTES_PER_FILE_GUESS = 4 * MIB
 
 
 class MLCapabilities(Capabilities):
@@ -218,6 +228,7 @@ class MLRuntime:
             raw_formats=sorted(ext.lstrip(".") for ext in imaging.RAW_EXTENSIONS),
             captioning=self.captioner.enabled,
             max_queue=self.settings.max_queue,
+            max_batch_files=self.settings.max_batch_files,
             test_model=default.model.is_test_model,
             input_size=default.model.input_size,
             throughput_img_s=infos[0].throughput_img_s,
@@ -356,6 +367,26 @@ def _check_count(n: int, settings: MLSettings) -> None:
         raise too_many_files(settings.max_batch_files)
 
 
+def _declared_files(request: Request, settings: MLSettings) -> int:
+    """How many files a multipart batch holds, known before its body is read: `X-Shoebox-Files`,
+    else one per BYTES_PER_FILE_GUESS of Content-Length (at least one, at most what the queue
+    holds). The guess errs low on purpose — a batch of thumbnails must not look like a flood — and
+    the reservation is set to the real count once the body is parsed."""
+    raw = request.headers.get(FILES_HEADER)
+    if raw is not None:
+        if not raw.strip().isdigit() or int(raw) < 1:
+            raise ShoeboxError(ErrorCode.VALIDATION, f"{FILES_HEADER} must be a whole number of files (≥ 1)")
+        declared = int(raw)
+        if declared > settings.max_batch_files:
+            raise too_many_files(settings.max_batch_files)
+        return declared
+    length = request.headers.get("content-length", "")
+    if not length.isdigit():
+        return 1
+    guess = math.ceil(int(length) / BYTES_PER_FILE_GUESS)
+    return max(1, min(guess, settings.max_batch_files, settings.max_queue))
+
+
 def _upload_limits(settings: MLSettings) -> UploadLimits:
     return UploadLimits(
         max_files=settings.max_batch_files,
@@ -479,18 +510,28 @@ async def batch_embed_and_caption_multipart(request: Request) -> Response:
     """Original file bytes (RAW too) as multipart; a bad image fails its own item (200 for the batch).
 
     The model is named by the `model` query parameter (known before the body is read) or form field.
+    Send `X-Shoebox-Files: N` (the number of files): the queue room is reserved for them before
+    the body is read, so a full queue answers 429 without reading it.
     """
     runtime = _runtime(request)
+    settings = runtime.settings
     lane = runtime.lane(request.query_params.get("model"))
-    # A full queue turns the request away before its body (maybe hundreds of MB of RAW) is read.
-    lane.scheduler.admit(1).release()
-    form = await read_multipart(request, "files", _upload_limits(runtime.settings))
-    if form.fields.get("model") and "model" not in request.query_params:
-        lane = runtime.lane(form.fields["model"])
-    _check_count(len(form.files), runtime.settings)
-    ids = _unique_ids(form.fields.get("unique_ids"), len(form.files))
-    ticket = lane.scheduler.admit(len(form.files))
-    limit = runtime.settings.max_upload_bytes
+    # Admission before the body (maybe hundreds of MB of RAW) is read: room for the declared files.
+    ticket = lane.scheduler.admit(_declared_files(request, settings))
+    try:
+        form = await read_multipart(request, "files", _upload_limits(settings))
+        if form.fields.get("model") and "model" not in request.query_params:
+            new_lane = runtime.lane(form.fields["model"])
+            if new_lane is not lane:
+                ticket.release()
+                lane, ticket = new_lane, new_lane.scheduler.admit(1)
+        _check_count(len(form.files), settings)
+        ids = _unique_ids(form.fields.get("unique_ids"), len(form.files))
+        ticket.resize(len(form.files))
+    except BaseException:
+        ticket.release()
+        raise
+    limit = settings.max_upload_bytes
     work = [(uid, f.filename, _part_reader(f, limit)) for uid, f in zip(ids, form.files, strict=True)]
     items = await _unless_disconnected(request, runtime.embed_files(work, ticket, lane))
     return runtime.batch_response(items, lane)
@@ -508,6 +549,23 @@ async def embed(body: SingleEmbedRequest, request: Request) -> dict[str, Any]:
     if item.error is not None:
         raise ShoeboxError(item.error.code, item.error.message)
     return {"embedding": item.embedding, "model_name": lane.model.model_name, "model_id": lane.model.model_id}
+
+
+def body_limits(settings: MLSettings) -> LimitFor:
+    """Each route's body cap: multipart batches SHOEBOX_MAX_REQUEST_BYTES, base64 JSON
+    SHOEBOX_MAX_JSON_BYTES, texts TEXT_BODY_BYTES, any other DEFAULT_BODY_BYTES."""
+    json_images = BodyLimit(settings.max_json_bytes, "SHOEBOX_MAX_JSON_BYTES")
+    return route_limits(
+        {
+            "/api/v1/batch_embed_and_caption_multipart": BodyLimit(
+                settings.max_request_bytes, "SHOEBOX_MAX_REQUEST_BYTES"
+            ),
+            "/api/v1/batch_embed_and_caption": json_images,
+            "/api/v1/embed": json_images,
+            "/api/v1/embed_text": BodyLimit(TEXT_BODY_BYTES),
+        },
+        BodyLimit(DEFAULT_BODY_BYTES),
+    )
 
 
 def create_app(settings: MLSettings | None = None) -> FastAPI:
@@ -531,6 +589,7 @@ def create_app(settings: MLSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_body_limit(app, body_limits(settings))
     install_api_key(app, settings.api_key)
     app.include_router(router)
     return app

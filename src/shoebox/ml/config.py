@@ -65,6 +65,10 @@ class MLSettings(BaseSettings):
     max_request_bytes: int = Field(
         default=2 * 1024**3, description="Refuse a multipart batch request whose body is above this size."
     )
+    max_json_bytes: int = Field(
+        default=64 * 1024**2,
+        description="Refuse a JSON request (base64 images) whose body is above this size.",
+    )
 
     def model_entries(self) -> list[str]:
         """What to host, in order (first = default): names to find in the cache or download, or folders."""
