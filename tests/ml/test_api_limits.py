@@ -56,11 +56,15 @@ def jpeg() -> bytes:
     return photos.jpeg_bytes(photos.synthetic_photo(160, 120, seed=5))
 
 
-def open_request(service: ServiceProcess, path: str, headers: dict[str, str], first_bytes: bytes = b"") -> socket.socket:
+def open_request(
+    service: ServiceProcess, path: str, headers: dict[str, str], first_bytes: bytes = b""
+) -> socket.socket:
     """A request whose headers (and maybe the first bytes of its body) are sent, the rest never."""
     url = httpx.URL(service.url)
     conn = socket.create_connection((url.host, url.port), timeout=10)
-    head = f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    head = f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in headers.items()
+    )
     conn.sendall(head.encode() + b"\r\n" + first_bytes)
     return conn
 

@@ -40,6 +40,9 @@ DEFAULT_PHASH_DISTANCE = 6
 DEFAULT_BURST_SECONDS = 2.0
 DEFAULT_BURST_THRESHOLD = 0.90
 MAX_PHASH_DISTANCE = 16
+# Groups per tier in one answer (the duplicates route's max_groups): its default and its bound.
+DEFAULT_MAX_GROUPS = 1000
+MAX_GROUPS = 10_000
 # Neighbours asked per point when grouping near-duplicates: a burst of copies larger than this
 # is still one group, because union-find joins it through the copies' own neighbours.
 NEIGHBOURS = 16
@@ -145,6 +148,24 @@ class Duplicates(BaseModel):
         0, description="Photos with no perceptual hash (ingested before it existed): not in same_picture."
     )
     seconds: dict[str, float] = Field(default_factory=dict, description="Time each tier's scan took.")
+    truncated: bool = Field(
+        default=False, description="A tier had more groups than max_groups: only the first are listed."
+    )
+    total_groups: dict[str, int] = Field(
+        default_factory=dict, description="Groups each tier found (listed or not)."
+    )
+
+    def capped(self, max_groups: int) -> Duplicates:
+        """At most `max_groups` groups per tier, in order, `truncated` set when any tier had more."""
+        tiers = ("exact", "same_picture", "near", "bursts")
+        totals = {tier: len(getattr(self, tier)) for tier in tiers}
+        update: dict[str, Any] = {"total_groups": totals, "truncated": max(totals.values()) > max_groups}
+        if update["truncated"]:
+            update.update({tier: getattr(self, tier)[:max_groups] for tier in tiers})
+            update["groups"] = TierGroups(
+                **{tier: getattr(self.groups, tier)[:max_groups] for tier in tiers}
+            )
+        return self.model_copy(update=update)
 
 
 @dataclass(frozen=True)

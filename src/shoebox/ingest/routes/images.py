@@ -35,6 +35,8 @@ from shoebox.store import Record
 router = APIRouter(tags=["images"])
 
 MAX_PER_PAGE = 500
+# Pages beyond this are refused (422) rather than scrolled to: 1,000,000 images at 10 per page.
+MAX_PAGE = 100_000
 # Formats every current browser shows as they are; anything else (RAW, HEIC, TIFF…) gets a JPEG rendition.
 BROWSER_FORMATS = {"jpg", "jpeg", "jpe", "png", "gif", "webp", "avif", "bmp"}
 RENDITION_QUALITY = 90
@@ -57,7 +59,7 @@ class ImagePage(BaseModel):
 async def list_images(
     request: Request,
     collection_name: str | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 50,
 ) -> ImagePage:
     """Every image of a collection, a page at a time, in a stable order (by id)."""

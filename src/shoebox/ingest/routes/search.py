@@ -445,6 +445,14 @@ async def duplicates(
         float,
         Query(gt=0.0, le=1.0, description="bursts: cosine at or above which two shots belong together."),
     ] = duplicates_mod.DEFAULT_BURST_THRESHOLD,
+    max_groups: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=duplicates_mod.MAX_GROUPS,
+            description="At most this many groups per tier; `truncated` says when a tier had more.",
+        ),
+    ] = duplicates_mod.DEFAULT_MAX_GROUPS,
 ) -> duplicates_mod.Duplicates:
     """Duplicates in tiers: exact (same bytes), same_picture (perceptual hash), near (cosine), bursts."""
     ctx = context(request)
@@ -452,7 +460,8 @@ async def duplicates(
     ref = await run_in_threadpool(resolve_collection, ctx, collection_name)
     if not ref.exists:
         return duplicates_mod.empty(params)
-    return await vector_call(duplicates_mod.find_duplicates, ctx.store, ref.store, params)
+    found = await vector_call(duplicates_mod.find_duplicates, ctx.store, ref.store, params)
+    return found.capped(max_groups)
 
 
 @router.get("/api/v1/search/cache", response_model=QueryCacheStats)
