@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ MIB = 1024 * 1024
 BOUNDARY = "bad-input-boundary"
 UUID = "0b6f4d3e-8a8e-4b8e-9d59-0c6a3f7f2a11"
 CODES = {code.value for code in ErrorCode}
+SECONDS: dict[str, float] = {}  # case id → seconds to its answer, for the report
 
 
 @dataclass(frozen=True)
@@ -460,12 +462,18 @@ def report(config: pytest.Config, line: str) -> None:
 def report_count(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     kinds = len({c.kind for c in CASES})
-    report(request.config, f"HTTP bad input: {len(CASES)} cases of {kinds} kinds over both services")
+    line = f"HTTP bad input: {len(CASES)} cases of {kinds} kinds over both services"
+    if SECONDS:
+        slowest = max(SECONDS, key=SECONDS.__getitem__)
+        line += f"; {len(SECONDS)} answered, slowest {SECONDS[slowest]:.2f} s ({slowest})"
+    report(request.config, line)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_answers_4xx_with_an_error_body(services: dict[str, ServiceProcess], case: Case) -> None:
+    began = time.perf_counter()
     status, body = send(services[case.service], case)
+    SECONDS[case.id] = time.perf_counter() - began
     assert status in case.status, (status, body)
     error = body["error"]
     assert error["code"] in CODES, body
