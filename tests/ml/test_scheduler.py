@@ -257,3 +257,36 @@ def test_images_progress_under_a_continuous_text_flood() -> None:
     # Three batches of two, each after at most MAX_TEXT_STREAK text calls (plus the one running).
     assert scheduler.stats["image_batches"] == 3
     assert text_calls_meanwhile <= 3 * MAX_TEXT_STREAK + 1
+
+
+def test_images_of_one_model_progress_under_a_text_flood_on_another() -> None:
+    from shoebox.ml.scheduler import TEXT_BATCH, DeviceGate
+
+    gate = DeviceGate()
+    searched = InferenceScheduler(_FakeModel(), batch_size=2, max_queue=64, batch_max_wait_ms=0, gate=gate)
+    migrating = InferenceScheduler(_FakeModel(), batch_size=2, max_queue=64, batch_max_wait_ms=0, gate=gate)
+    searched.start()
+    migrating.start()
+
+    async def main() -> int:
+        stop = asyncio.Event()
+
+        async def flood() -> None:
+            while not stop.is_set():
+                await searched.embed_texts(["a photo of a dog"] * TEXT_BATCH)
+
+        floods = [asyncio.create_task(flood()) for _ in range(64)]
+        await asyncio.sleep(0.05)
+        image = np.zeros((3, 4, 4), dtype=np.float32)
+        result = await asyncio.wait_for(migrating.embed_images([image] * 6), timeout=10)
+        stop.set()
+        await asyncio.gather(*floods)
+        return len(result)
+
+    try:
+        embedded = run(main())
+    finally:
+        searched.close()
+        migrating.close()
+    assert embedded == 6
+    assert migrating.stats["image_batches"] == 3

@@ -150,6 +150,7 @@ class DeviceGate:
         self._cond = threading.Condition()
         self._busy = False
         self._texts: dict[int, int] = {}  # lane (id of its scheduler) -> texts jobs waiting
+        self._text_turns = 0  # text calls since the last image batch, over every lane
 
     def texts_queued(self, lane: object, n: int) -> None:
         with self._cond:
@@ -160,11 +161,16 @@ class DeviceGate:
     def turn(self, lane: object, *, text: bool) -> Iterator[None]:
         me = id(lane)
         with self._cond:
+            # Past MAX_TEXT_STREAK text calls an image batch goes anyway: a flood of searches on
+            # one model slows another model's batches down, never stops them.
             while self._busy or (
-                not text and any(n for other, n in self._texts.items() if other != me)
+                not text
+                and self._text_turns < MAX_TEXT_STREAK
+                and any(n for other, n in self._texts.items() if other != me)
             ):
                 self._cond.wait()
             self._busy = True
+            self._text_turns = self._text_turns + 1 if text else 0
         try:
             yield
         finally:
