@@ -382,7 +382,11 @@ def _cases() -> list[Case]:
         Case("unknown-route", "ingest", "GET", "/api/v1/../../../etc/passwd", None, None, status=(404,)),
         Case("wrong-method", "ingest", "PUT", "/api/v1/collections", js({}), status=(405,)),
     ]
-    return cases
+    unique: list[Case] = []
+    for case in cases:  # a traversal may decode to one already in the table
+        if case not in unique:
+            unique.append(case)
+    return unique
 
 
 CASES = _cases()
@@ -473,7 +477,7 @@ def report_count(request: pytest.FixtureRequest) -> Iterator[None]:
 def test_bad_input_answers_4xx_with_an_error_body(services: dict[str, ServiceProcess], case: Case) -> None:
     began = time.perf_counter()
     status, body = send(services[case.service], case)
-    SECONDS[case.id] = time.perf_counter() - began
+    SECONDS[f"#{CASES.index(case)} {case.id}"] = time.perf_counter() - began
     assert status in case.status, (status, body)
     error = body["error"]
     assert error["code"] in CODES, body
