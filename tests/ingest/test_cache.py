@@ -42,7 +42,7 @@ def test_a_pickled_entry_is_never_unpickled_and_reads_as_a_miss(tmp_path):
 
     class Boom:
         def __reduce__(self):
-            return (exec, ("import pathlib; pathlib.Path(%r).write_text('ran')" % str(tmp_path / "pwned"),))
+            return (exec, ("import pathlib; pathlib.Path({!r}).write_text('ran')".format(str(tmp_path / "pwned")),))
 
     with diskcache.Cache(str(tmp_path / "c")) as plain:  # what an attacker with write access could store
         plain.set(key, Boom())
