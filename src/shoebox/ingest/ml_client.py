@@ -49,6 +49,10 @@ class BatchFile:
     content_type: str | None = None
 
 
+class _MalformedAnswer(Exception):
+    """A 2xx answer that is not what the contract says (not JSON, cut short, wrong shape)."""
+
+
 @dataclass
 class _Attempt:
     first_failure: float | None = None
@@ -76,7 +80,7 @@ class MLClient:
 
     def _fetch_capabilities(self, ep: _Endpoint, timeout: float | None = None) -> Capabilities:
         r = self._http.get(ep.url + "/api/v1/capabilities", timeout=timeout or 10.0)
-        if r.status_code >= 500:  # e.g. still loading its model: retried like any outage
+        if r.status_code >= 500 or r.status_code == 429:  # e.g. still loading its model: retried
             raise httpx.HTTPStatusError(f"HTTP {r.status_code}", request=r.request, response=r)
         _raise_for_error(r)
         caps = Capabilities.model_validate(r.json())
@@ -189,7 +193,10 @@ class MLClient:
         unavailable_after: float,
         should_stop: Callable[[], bool] | None = None,
         model: str | None = None,
+        accept: Callable[[httpx.Response], object] | None = None,
     ) -> httpx.Response:
+        """`call` on the best endpoint until it answers; `accept` parses a 2xx answer and raises
+        ValueError (KeyError, TypeError) when it is malformed: retried like an outage."""
         attempt = _Attempt()
         while True:
             if should_stop and should_stop():
@@ -212,21 +219,43 @@ class MLClient:
                     continue
                 if r.status_code >= 500:
                     raise httpx.HTTPStatusError(f"HTTP {r.status_code}", request=r.request, response=r)
+                if accept is not None and r.status_code < 300:
+                    try:
+                        accept(r)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        raise _MalformedAnswer(f"malformed answer: {type(exc).__name__}: {exc}"[:300]) from exc
                 with self._lock:
                     ep.healthy = True
                 return r
-            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
-                self._mark_failed(ep)
-                now = time.monotonic()
-                attempt.first_failure = attempt.first_failure or now
-                attempt.errors.append(f"{ep.url}: {exc}")
-                if now - attempt.first_failure >= unavailable_after:
-                    raise ShoeboxError(
-                        ErrorCode.ML_UNAVAILABLE,
-                        f"ML service unavailable for {unavailable_after:.0f}s ({attempt.errors[-1]})",
-                    ) from exc
-                _sleep(attempt.delay, should_stop)
-                attempt.delay = min(attempt.delay * 2, MAX_BACKOFF_S)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code == 429:  # its capabilities asked while it is busy: alive
+                    attempt.first_failure = None
+                    _sleep(_retry_after(exc.response), should_stop)
+                else:
+                    self._failed(ep, exc, attempt, unavailable_after, should_stop)
+            except (httpx.TransportError, _MalformedAnswer, ValueError) as exc:  # ValueError: bad capabilities
+                self._failed(ep, exc, attempt, unavailable_after, should_stop)
+
+    def _failed(
+        self,
+        ep: _Endpoint,
+        exc: Exception,
+        attempt: _Attempt,
+        unavailable_after: float,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        """An attempt failed: back off, or give up once nothing answered for `unavailable_after`."""
+        self._mark_failed(ep)
+        now = time.monotonic()
+        attempt.first_failure = attempt.first_failure or now
+        attempt.errors.append(f"{ep.url}: {exc}")
+        if now - attempt.first_failure >= unavailable_after:
+            raise ShoeboxError(
+                ErrorCode.ML_UNAVAILABLE,
+                f"ML service unavailable for {unavailable_after:.0f}s ({attempt.errors[-1]})",
+            ) from exc
+        _sleep(attempt.delay, should_stop)
+        attempt.delay = min(attempt.delay * 2, MAX_BACKOFF_S)
 
     def embed_batch(
         self,
@@ -250,13 +279,22 @@ class MLClient:
                 data={"unique_ids": ids},
             )
 
+        answer: list[tuple[dict[str, Item], dict]] = []
+
+        def accept(r: httpx.Response) -> None:
+            body = r.json()
+            answer[:] = [({item["unique_id"]: Item.model_validate(item) for item in body["results"]}, body)]
+
         r = self._with_retries(
-            call, unavailable_after=self.settings.ml_unavailable_timeout_s, should_stop=should_stop, model=model
+            call,
+            unavailable_after=self.settings.ml_unavailable_timeout_s,
+            should_stop=should_stop,
+            model=model,
+            accept=accept,
         )
         _raise_for_error(r)
-        body = r.json()
+        by_id, body = answer[0]
         self.batches_sent += 1
-        by_id = {item["unique_id"]: Item.model_validate(item) for item in body["results"]}
         # One item per file, in order: a file the answer leaves out fails on its own.
         items = [
             by_id.get(f.unique_id)
