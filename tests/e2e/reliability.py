@@ -77,7 +77,9 @@ def audit_data_dir(data_dir: Path, collection: str, root: Path) -> Audit:
     conn = sqlite3.connect(str(data_dir / "catalog.sqlite3"))
     try:
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        running = conn.execute("SELECT COUNT(*) FROM jobs WHERE status IN ('running', 'pending')").fetchone()[0]
+        running = conn.execute("SELECT COUNT(*) FROM jobs WHERE status IN ('running', 'pending')").fetchone()[
+            0
+        ]
     finally:
         conn.close()
     if integrity != "ok":
@@ -254,7 +256,9 @@ class FaultProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -323,16 +327,25 @@ class FaultProxy:
 
     def _forward(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         headers = {
-            k: v for k, v in handler.headers.items() if k.lower() not in ("host", "content-length", "connection")
+            k: v
+            for k, v in handler.headers.items()
+            if k.lower() not in ("host", "content-length", "connection")
         }
         try:
-            r = self._http.request(handler.command, self.upstream + handler.path, content=body, headers=headers)
+            r = self._http.request(
+                handler.command, self.upstream + handler.path, content=body, headers=headers
+            )
         except httpx.HTTPError:
             handler.close_connection = True
             _send(handler, 502, b"upstream unreachable", "text/plain")
             return
-        _send(handler, r.status_code, r.content, r.headers.get("content-type", "application/json"),
-              {k: v for k, v in r.headers.items() if k.lower() == "retry-after"})
+        _send(
+            handler,
+            r.status_code,
+            r.content,
+            r.headers.get("content-type", "application/json"),
+            {k: v for k, v in r.headers.items() if k.lower() == "retry-after"},
+        )
 
     def _answer_fault(self, handler: BaseHTTPRequestHandler, fault: str) -> None:
         if fault == TOO_MANY:
@@ -355,7 +368,11 @@ class FaultProxy:
 
 
 def _send(
-    handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    body: bytes,
+    content_type: str,
+    extra: dict[str, str] | None = None,
 ) -> None:
     handler.send_response(status)
     handler.send_header("Content-Type", content_type)

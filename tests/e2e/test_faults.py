@@ -169,11 +169,19 @@ def test_ml_answering_429_then_503_then_garbage_for_a_short_window_loses_no_file
     audit = audit_data_dir(tmp_path / "data", "faults", photo_root)
     record_figures(
         "ml_faults_short_window",
-        {"files": n_files, "window_s": proxy.window_s, "served": served, "job_s": round(elapsed, 1),
-         "failed": job.failed, "points": audit.points},
+        {
+            "files": n_files,
+            "window_s": proxy.window_s,
+            "served": served,
+            "job_s": round(elapsed, 1),
+            "failed": job.failed,
+            "points": audit.points,
+        },
     )
     for fault in (TOO_MANY, UNAVAILABLE, *GARBAGE_KINDS):
-        assert served.get(fault, 0) >= 1, f"the proxy never answered {fault}: the test proves nothing ({served})"
+        assert served.get(fault, 0) >= 1, (
+            f"the proxy never answered {fault}: the test proves nothing ({served})"
+        )
     assert job.status == "completed", job.logs[-5:]
     assert job.indexed == n_files and job.failed == 0
     assert accounting_problems(job, n_files) == []
@@ -210,8 +218,15 @@ def test_ml_failing_past_the_unavailable_timeout_fails_the_rest_with_err_ml_unav
     audit = audit_data_dir(tmp_path / "data", "outage", photo_root)
     record_figures(
         "ml_faults_long_window",
-        {"files": n_files, "window_s": proxy.window_s, "timeout_s": 2, "served": served,
-         "failed_first": first.failed, "indexed_first": first.indexed, "indexed_again": again.indexed},
+        {
+            "files": n_files,
+            "window_s": proxy.window_s,
+            "timeout_s": 2,
+            "served": served,
+            "failed_first": first.failed,
+            "indexed_first": first.indexed,
+            "indexed_again": again.indexed,
+        },
     )
     assert first.status == "failed"
     assert accounting_problems(first, n_files) == []
@@ -278,9 +293,15 @@ def test_data_disk_full_fails_the_ingest_with_err_disk_full_keeps_search_up_and_
     points_while_full = api.collection_info("full")["points_count"]
     record_figures(
         "disk_full",
-        {"files": n_files, "done_when_filled": before.processed_files, "indexed": job.indexed,
-         "failed": job.failed, "codes": sorted({e.code.value for e in job.errors}),
-         "search_status_while_full": search.status_code, "points_while_full": points_while_full},
+        {
+            "files": n_files,
+            "done_when_filled": before.processed_files,
+            "indexed": job.indexed,
+            "failed": job.failed,
+            "codes": sorted({e.code.value for e in job.errors}),
+            "search_status_while_full": search.status_code,
+            "points_while_full": points_while_full,
+        },
     )
     assert job.status == "failed", job.logs[-5:]
     assert accounting_problems(job, n_files) == []
