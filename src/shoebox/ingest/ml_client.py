@@ -29,6 +29,9 @@ from shoebox.protocol import Capabilities, ErrorCode, Item, ModelInfo, ShoeboxEr
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
+# A malformed answer (not JSON, cut short, wrong shape) is retried this many times, then fails
+# only its batch: a proxy's hiccup is waited out, an ML service that always answers garbage is not.
+MALFORMED_RETRIES = 3
 
 
 @dataclass
@@ -57,6 +60,7 @@ class _MalformedAnswer(Exception):
 class _Attempt:
     first_failure: float | None = None
     delay: float = 0.25
+    malformed: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -196,7 +200,8 @@ class MLClient:
         accept: Callable[[httpx.Response], object] | None = None,
     ) -> httpx.Response:
         """`call` on the best endpoint until it answers; `accept` parses a 2xx answer and raises
-        ValueError (KeyError, TypeError) when it is malformed: retried like an outage."""
+        ValueError (KeyError, TypeError) when it is malformed: retried like an outage, at most
+        `MALFORMED_RETRIES` times, then `_MalformedAnswer` fails the call."""
         attempt = _Attempt()
         while True:
             if should_stop and should_stop():
@@ -233,7 +238,12 @@ class MLClient:
                     _sleep(_retry_after(exc.response), should_stop)
                 else:
                     self._failed(ep, exc, attempt, unavailable_after, should_stop)
-            except (httpx.TransportError, _MalformedAnswer, ValueError) as exc:  # ValueError: bad capabilities
+            except (_MalformedAnswer, ValueError) as exc:  # ValueError: malformed capabilities
+                attempt.malformed += 1
+                if attempt.malformed > MALFORMED_RETRIES:
+                    raise _MalformedAnswer(f"{ep.url}: {exc}") from exc
+                self._failed(ep, exc, attempt, unavailable_after, should_stop)
+            except httpx.TransportError as exc:
                 self._failed(ep, exc, attempt, unavailable_after, should_stop)
 
     def _failed(
