@@ -64,8 +64,10 @@ def start_ingest(
     ml_api_key: str | None = None,
     env: dict[str, str] | None = None,
     wait: bool = True,
+    log_dir: Path | None = None,
 ) -> ServiceProcess:
-    """An ingestion service with embedded Qdrant and its catalog under `data_dir`."""
+    """An ingestion service with embedded Qdrant and its catalog under `data_dir` (its log there too,
+    unless `log_dir` says where: a test that fills the data disk keeps the log off it)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     full_env = {
         "SHOEBOX_DATA_DIR": str(data_dir),
@@ -79,7 +81,7 @@ def start_ingest(
         **(env or {}),
     }
     proc = start_service(
-        "ingest", port=port, env=full_env, log_path=data_dir / f"ingest-{time.time_ns()}.log"
+        "ingest", port=port, env=full_env, log_path=(log_dir or data_dir) / f"ingest-{time.time_ns()}.log"
     )
     if wait:
         proc.wait_healthy(timeout=60)

@@ -36,6 +36,8 @@ class ErrorCode(str, Enum):
     FILES_OFFLINE = "ERR_FILES_OFFLINE"
     # A request named a model the ML service does not host.
     MODEL_NOT_FOUND = "ERR_MODEL_NOT_FOUND"
+    # The data dir's disk is (nearly) full: the ingest stops writing before a write can fail half-way.
+    DISK_FULL = "ERR_DISK_FULL"
 
 
 # The HTTP status each code answers with when it is a whole-request error.
@@ -60,6 +62,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.MODEL_MISMATCH: 409,
     ErrorCode.FILES_OFFLINE: 409,
     ErrorCode.MODEL_NOT_FOUND: 404,
+    ErrorCode.DISK_FULL: 507,
 }
 
 

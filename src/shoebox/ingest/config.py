@@ -78,6 +78,12 @@ class IngestSettings(BaseSettings):
     ingest_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Allow-list of ingest folders."
     )
+    min_free_mb: int = Field(
+        default=128,
+        ge=0,
+        description="An ingest stops (files fail ERR_DISK_FULL) when the data dir's disk has less free space: "
+        "the embedded store writes through mmap, where a disk that runs out kills the service.",
+    )
     cache_size_limit: int = Field(
         default=2 * 1024**3, description="Embedding cache size limit in bytes (LRU culling)."
     )

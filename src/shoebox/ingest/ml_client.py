@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 5.0
 # Declares a multipart batch's file count, so the ML service admits it before reading the body.
 FILES_HEADER = "X-Shoebox-Files"
+# A malformed answer (not JSON, cut short, wrong shape) is retried this many times, then fails
+# only its batch: a proxy's hiccup is waited out, an ML service that always answers garbage is not.
+MALFORMED_RETRIES = 3
 
 
 @dataclass
@@ -51,10 +54,15 @@ class BatchFile:
     content_type: str | None = None
 
 
+class _MalformedAnswer(Exception):
+    """A 2xx answer that is not what the contract says (not JSON, cut short, wrong shape)."""
+
+
 @dataclass
 class _Attempt:
     first_failure: float | None = None
     delay: float = 0.25
+    malformed: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -79,7 +87,7 @@ class MLClient:
 
     def _fetch_capabilities(self, ep: _Endpoint, timeout: float | None = None) -> Capabilities:
         r = self._http.get(ep.url + "/api/v1/capabilities", timeout=timeout or 10.0)
-        if r.status_code >= 500:  # e.g. still loading its model: retried like any outage
+        if r.status_code >= 500 or r.status_code == 429:  # e.g. still loading its model: retried
             raise httpx.HTTPStatusError(f"HTTP {r.status_code}", request=r.request, response=r)
         _raise_for_error(r)
         caps = Capabilities.model_validate(r.json())
@@ -203,7 +211,11 @@ class MLClient:
         unavailable_after: float,
         should_stop: Callable[[], bool] | None = None,
         model: str | None = None,
+        accept: Callable[[httpx.Response], object] | None = None,
     ) -> httpx.Response:
+        """`call` on the best endpoint until it answers; `accept` parses a 2xx answer and raises
+        ValueError (KeyError, TypeError) when it is malformed: retried like an outage, at most
+        `MALFORMED_RETRIES` times, then `_MalformedAnswer` fails the call."""
         attempt = _Attempt()
         while True:
             if should_stop and should_stop():
@@ -226,21 +238,48 @@ class MLClient:
                     continue
                 if r.status_code >= 500:
                     raise httpx.HTTPStatusError(f"HTTP {r.status_code}", request=r.request, response=r)
+                if accept is not None and r.status_code < 300:
+                    try:
+                        accept(r)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        raise _MalformedAnswer(f"malformed answer: {type(exc).__name__}: {exc}"[:300]) from exc
                 with self._lock:
                     ep.healthy = True
                 return r
-            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
-                self._mark_failed(ep)
-                now = time.monotonic()
-                attempt.first_failure = attempt.first_failure or now
-                attempt.errors.append(f"{ep.url}: {exc}")
-                if now - attempt.first_failure >= unavailable_after:
-                    raise ShoeboxError(
-                        ErrorCode.ML_UNAVAILABLE,
-                        f"ML service unavailable for {unavailable_after:.0f}s ({attempt.errors[-1]})",
-                    ) from exc
-                _sleep(attempt.delay, should_stop)
-                attempt.delay = min(attempt.delay * 2, MAX_BACKOFF_S)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code == 429:  # its capabilities asked while it is busy: alive
+                    attempt.first_failure = None
+                    _sleep(_retry_after(exc.response), should_stop)
+                else:
+                    self._failed(ep, exc, attempt, unavailable_after, should_stop)
+            except (_MalformedAnswer, ValueError) as exc:  # ValueError: malformed capabilities
+                attempt.malformed += 1
+                if attempt.malformed > MALFORMED_RETRIES:
+                    raise _MalformedAnswer(f"{ep.url}: {exc}") from exc
+                self._failed(ep, exc, attempt, unavailable_after, should_stop)
+            except httpx.TransportError as exc:
+                self._failed(ep, exc, attempt, unavailable_after, should_stop)
+
+    def _failed(
+        self,
+        ep: _Endpoint,
+        exc: Exception,
+        attempt: _Attempt,
+        unavailable_after: float,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        """An attempt failed: back off, or give up once nothing answered for `unavailable_after`."""
+        self._mark_failed(ep)
+        now = time.monotonic()
+        attempt.first_failure = attempt.first_failure or now
+        attempt.errors.append(f"{ep.url}: {exc}")
+        if now - attempt.first_failure >= unavailable_after:
+            raise ShoeboxError(
+                ErrorCode.ML_UNAVAILABLE,
+                f"ML service unavailable for {unavailable_after:.0f}s ({attempt.errors[-1]})",
+            ) from exc
+        _sleep(attempt.delay, should_stop)
+        attempt.delay = min(attempt.delay * 2, MAX_BACKOFF_S)
 
     def embed_batch(
         self,
@@ -265,13 +304,22 @@ class MLClient:
                 headers={FILES_HEADER: str(len(files))},
             )
 
+        answer: list[tuple[dict[str, Item], dict]] = []
+
+        def accept(r: httpx.Response) -> None:
+            body = r.json()
+            answer[:] = [({item["unique_id"]: Item.model_validate(item) for item in body["results"]}, body)]
+
         r = self._with_retries(
-            call, unavailable_after=self.settings.ml_unavailable_timeout_s, should_stop=should_stop, model=model
+            call,
+            unavailable_after=self.settings.ml_unavailable_timeout_s,
+            should_stop=should_stop,
+            model=model,
+            accept=accept,
         )
         _raise_for_error(r)
-        body = r.json()
+        by_id, body = answer[0]
         self.batches_sent += 1
-        by_id = {item["unique_id"]: Item.model_validate(item) for item in body["results"]}
         # One item per file, in order: a file the answer leaves out fails on its own.
         items = [
             by_id.get(f.unique_id)

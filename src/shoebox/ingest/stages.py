@@ -43,6 +43,7 @@ import numpy as np
 from shoebox.ingest.cache import EmbeddingCache
 from shoebox.ingest.catalog import Catalog, FileOutcome
 from shoebox.ingest.config import IngestSettings
+from shoebox.ingest.diskspace import disk_full_message, ensure_room, is_disk_full
 from shoebox.ingest.metadata import build_payload, content_meta, with_paths
 from shoebox.ingest.ml_client import BatchFile, MLClient
 from shoebox.ingest.scan import FolderScanner, OutsideRoots, open_within_roots
@@ -364,6 +365,10 @@ def run_stage(ctx: JobContext, name: str, body: Callable[[], None]) -> None:
     except Exception as exc:
         if ctx.shutdown.is_set():
             return  # the service is closing the catalog and the store under us: resumed at restart
+        if is_disk_full(exc):  # the catalog or a file write met a full disk: say so, not "internal"
+            log.error("job %s: the %s stage stopped: %s", ctx.job_id, name, exc)
+            ctx.fail_job(disk_full_message(ctx.settings.data_dir), ErrorCode.DISK_FULL)
+            return
         log.exception("job %s: the %s stage crashed", ctx.job_id, name)
         ctx.fail_job(f"internal error in the {name} stage: {type(exc).__name__}: {exc}")
 
@@ -878,7 +883,10 @@ class StoreStage:
         except ShoeboxError as exc:
             if ctx.shutdown.is_set():
                 raise  # the store is closing under us: these files are redone when the job resumes
-            failed += [Failed(r.ref, ErrorCode.VECTOR_DB, exc.message) for r in stored]
+            code = ErrorCode.DISK_FULL if exc.code == ErrorCode.DISK_FULL else ErrorCode.VECTOR_DB
+            if code == ErrorCode.DISK_FULL:
+                ctx.fail_job(exc.message, code)  # every later write would meet the same full disk
+            failed += [Failed(r.ref, code, exc.message) for r in stored]
             stored = []
         # Copies of a content that was being embedded: their leader is now stored (or failed).
         followers: list[Stored] = []
@@ -920,6 +928,7 @@ class StoreStage:
         if not records:
             return
         ctx = self.ctx
+        ensure_room(ctx.settings.data_dir, ctx.settings.min_free_mb)
         by_sha: dict[str, list[Stored]] = {}
         for r in records:
             assert r.ref.sha is not None
