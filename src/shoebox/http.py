@@ -59,6 +59,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        from shoebox.ingest.diskspace import is_disk_full
+
+        if is_disk_full(exc):  # ENOSPC outside a job (a route writing the catalog): say so
+            log.error("data disk full: %s", exc)
+            return error_response(ShoeboxError(ErrorCode.DISK_FULL, f"data disk full: {exc}"))
         log.exception("unhandled error")
         return error_response(ShoeboxError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}"))
 

@@ -274,10 +274,12 @@ class MLClient:
         attempt.first_failure = attempt.first_failure or now
         attempt.errors.append(f"{ep.url}: {exc}")
         if now - attempt.first_failure >= unavailable_after:
-            raise ShoeboxError(
+            gave_up = ShoeboxError(
                 ErrorCode.ML_UNAVAILABLE,
                 f"ML service unavailable for {unavailable_after:.0f}s ({attempt.errors[-1]})",
-            ) from exc
+            )
+            gave_up.outage = True  # type: ignore[attr-defined]  # the job stops asking (stages.send_batch)
+            raise gave_up from exc
         _sleep(attempt.delay, should_stop)
         attempt.delay = min(attempt.delay * 2, MAX_BACKOFF_S)
 

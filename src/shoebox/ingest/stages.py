@@ -802,7 +802,9 @@ def send_batch(ctx: JobContext, batch: list[Prepared]) -> list[Any]:
     except ShoeboxError as exc:
         if exc.code == ErrorCode.CANCELLED and not ctx.ml_down.is_set():
             return []  # the job is stopping; these files stay unfinished (resumed later)
-        if exc.code in (ErrorCode.ML_UNAVAILABLE, ErrorCode.CANCELLED):
+        # Only an outage the client waited out (or a stop) ends the job's ML calls; any other refusal
+        # (a 4xx, even one with a body that is no API.md error) fails this batch alone.
+        if exc.code == ErrorCode.CANCELLED or getattr(exc, "outage", False):
             if not ctx.ml_down.is_set():
                 ctx.ml_down.set()
                 ctx.log(f"giving up on the ML service: {exc.message}")
