@@ -141,3 +141,12 @@ def test_decompression_bomb_is_refused_from_its_header(tmp_path: Path):
 def test_image_over_the_callers_pixel_limit_is_refused_before_decoding(tmp_path: Path):
     data = photos.write_oversized_png(tmp_path / "big.png", 4000, 3000).read_bytes()
     assert error_code(data, "big.png", max_pixels=10_000_000) == ErrorCode.IMAGE_TOO_LARGE
+
+
+def test_png_with_garbage_pixel_data_fails_rather_than_decoding_half(photo: Image.Image):
+    # PNG's getexif() loads the pixels to look for an eXIf chunk after them; a failure swallowed
+    # there once left a half-decoded image that the real load() then accepted.
+    from shoebox.devtools.bad_inputs import garbled
+
+    data = garbled(encoded(photo, "PNG"), 0.3, 2048)
+    assert error_code(data, "corrupt.png") == ErrorCode.DECODING_IMAGE

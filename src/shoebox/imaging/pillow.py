@@ -65,13 +65,15 @@ def decode_pillow(
 ) -> DecodedImage:
     img = _open(data, filename, kind, max_pixels)
     width, height = img.size
-    # pillow-heif hands back HEIF/AVIF already rotated (and orientation 1 in its EXIF).
-    orientation = orientation_of(img)
     try:
         if min_side:
             draft_towards(img, min_side)
         img.seek(0)  # first frame of a GIF / first page of a TIFF
         img.load()
+        # Only once loaded: PNG's getexif() loads the pixels to find an eXIf chunk after them, and
+        # a failure swallowed there would leave a half-decoded image that a second load() accepts.
+        # pillow-heif hands back HEIF/AVIF already rotated (and orientation 1 in its EXIF).
+        orientation = orientation_of(img)
         img = finish(img, orientation, min_side)
     except ShoeboxError:
         raise

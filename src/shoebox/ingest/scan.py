@@ -87,6 +87,15 @@ def open_within_roots(path: str, roots: Iterable[str] | None) -> tuple[int, os.s
         raise
 
 
+def _utf8(path: str) -> bool:
+    """False for a name made of bytes that are not UTF-8 (Python hands those over as lone surrogates)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _skip(name: str) -> bool:
     return name.startswith(".") or name.lower() in SYSTEM_NAMES
 
@@ -135,6 +144,15 @@ class FolderScanner:
             return _Listing(files, subdirs)
         for entry in entries:
             if _skip(entry.name):
+                continue
+            if not _utf8(entry.path):
+                # Catalog, payloads and the HTTP API all carry paths as UTF-8 text.
+                if os.path.splitext(entry.name)[1].lower() in self.extensions:
+                    shown = os.fsencode(entry.path).decode("utf-8", "backslashreplace")
+                    files.append(ScannedFile(shown, 0, 0, error="the file name is not valid UTF-8: rename it"))
+                elif entry.is_dir(follow_symlinks=False):
+                    shown = os.fsencode(entry.path).decode("utf-8", "backslashreplace")
+                    self.on_refused(shown, "the folder name is not valid UTF-8: rename it")
                 continue
             try:
                 is_link = entry.is_symlink()
