@@ -247,3 +247,21 @@ def test_refused_links_and_unlistable_folders_are_logged(run: Run) -> None:
     assert "symbolic link loop" in logs
     if run.unprivileged or not AS_ROOT:
         assert "cannot list folder" in logs
+
+
+@pytest.mark.long
+@pytest.mark.timeout(7200)
+def test_100k_tiny_files_in_one_folder_are_all_indexed_and_the_services_stay_up(
+    services, clients, ml_service, photo_root: Path, tmp_path: Path
+) -> None:
+    bad_inputs.write_many_tiny_files(photo_root / "many", MANY_FILES_LONG)
+    proc = services("ingest", tmp_path / "data", [ml_service.url], [photo_root])
+    api = clients(proc.url)
+    started = time.monotonic()
+    job = api.ingest_and_follow(photo_root, "many", poll_s=1.0, timeout=6000)
+    print(f"\n{MANY_FILES_LONG:,} tiny files ingested in {time.monotonic() - started:.0f} s")
+    assert job.status == "completed", job.logs
+    assert job.total_files == job.indexed == MANY_FILES_LONG
+    assert api.collection_info("many")["points_count"] == MANY_FILES_LONG
+    assert api.health() is not None
+    assert ml_service.wait_healthy(timeout=5)["status"] == "ok"

@@ -673,16 +673,24 @@ def _special(corpus: Corpus, rgba: Image.Image, seed: int) -> None:
 
 
 def _many(corpus: Corpus, count: int) -> None:
-    """`count` distinct 8×8 PNGs (≈ 100 bytes each) in one folder."""
-    folder = corpus.root / "many"
-    folder.mkdir(parents=True, exist_ok=True)
     case = corpus.case("many-tiny-files", "many", f"{count:,} tiny distinct PNGs in one folder")
-    rng = np.random.default_rng(12345)
-    for i in range(count):
-        pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        path = folder / f"tiny_{i:06d}.png"
-        Image.fromarray(pixels).save(path, format="PNG", compress_level=1)
+    for path in write_many_tiny_files(corpus.root / "many", count):
         case.add(path, OK)
+
+
+def write_many_tiny_files(folder: Path | str, count: int) -> list[Path]:
+    """`count` distinct 8×8 PNGs (≈ 250 bytes each) in one folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(12345)
+    paths = []
+    for i in range(count):
+        path = folder / f"tiny_{i:06d}.png"
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+            path, format="PNG", compress_level=1
+        )
+        paths.append(path)
+    return paths
 
 
 # ------------------------------------------------------------------ a folder that changes during a scan
@@ -745,3 +753,45 @@ def write_changing_folder(root: Path | str, lead: int = 200) -> ChangingFolder:
     folder.changes[inner / "added_before_listing.jpg"] = OK
     folder.steady.append(_write(inner, "steady.jpg", folder._photo(903)))
     return folder
+
+
+# ------------------------------------------------------------------ mutations, for fuzzing decoders
+
+MUTATIONS = ("bit-flips", "truncation", "insertion", "overwrite", "chunk-shuffle", "chunk-duplicate")
+HEADER_BYTES = 4096  # half the mutations land here, where parsers read sizes and offsets
+
+
+def mutate(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
+    """`data` damaged one way (one of MUTATIONS), at places `rng` draws: the same seed, the same file."""
+    n = len(data)
+    if n < 2:
+        return data + bytes(rng.integers(0, 256, 8, dtype=np.uint8))
+
+    def spot() -> int:
+        return int(rng.integers(0, min(n, HEADER_BYTES))) if rng.random() < 0.5 else int(rng.integers(0, n))
+
+    out = bytearray(data)
+    if kind == "bit-flips":
+        for _ in range(int(rng.integers(1, 9))):
+            out[spot()] ^= 1 << int(rng.integers(0, 8))
+    elif kind == "truncation":
+        del out[max(1, spot()) :]
+    elif kind == "insertion":
+        at = spot()
+        out[at:at] = bytes(rng.integers(0, 256, int(rng.integers(1, 64)), dtype=np.uint8))
+    elif kind == "overwrite":
+        at, length = spot(), int(rng.integers(1, 256))
+        filler = rng.choice([b"\x00", b"\xff", None])
+        patch = filler * length if filler is not None else bytes(rng.integers(0, 256, length, dtype=np.uint8))
+        out[at : at + length] = patch[: max(0, n - at)]
+    elif kind in ("chunk-shuffle", "chunk-duplicate"):
+        size = max(1, int(rng.integers(16, max(17, n // 8))))
+        a, b = sorted(int(x) for x in rng.integers(0, max(1, n - size), 2))
+        first, second = bytes(out[a : a + size]), bytes(out[b : b + size])
+        if kind == "chunk-shuffle":
+            out[a : a + size], out[b : b + size] = second, first
+        else:
+            out[b:b] = first
+    else:
+        raise ValueError(f"unknown mutation {kind!r}; one of {MUTATIONS}")
+    return bytes(out)
