@@ -32,7 +32,7 @@ MAX_PIXELS = 16_000_000  # a caller's limit: mutated headers may declare anythin
 CASE_TIMEOUT_S = 20.0  # a case decodes at most a few megapixels: seconds, even on a loaded machine
 WORKERS = 2
 DEFAULT_CASES = 300
-LONG_CASES = 6_000
+LONG_CASES = 20_000
 
 # Small real files of every kind the decoders read (paths under ../shared/photos).
 SEEDS = (
@@ -185,27 +185,33 @@ def _seed_files() -> dict[str, bytes]:
     return files
 
 
-def _cases(count: int, base_seed: int = 0) -> list[Case]:
+def _case(i: int, seeds: dict[str, bytes]) -> Case:
+    """Case number `i`: the seed files in turn, each mutation in turn, `i` seeding where it lands."""
     import numpy as np
 
     from shoebox.devtools.bad_inputs import MUTATIONS, mutate
 
-    seeds = _seed_files()
     names = sorted(seeds)
-    cases = []
-    for i in range(count):
-        seed = base_seed + i
-        rng = np.random.default_rng(seed)
-        source = names[i % len(names)]
-        mutation = MUTATIONS[(i // len(names)) % len(MUTATIONS)]
-        cases.append(
-            Case(source, mutation, seed, os.path.basename(source), mutate(seeds[source], mutation, rng))
-        )
-    return cases
+    source = names[i % len(names)]
+    mutation = MUTATIONS[(i // len(names)) % len(MUTATIONS)]
+    data = mutate(seeds[source], mutation, np.random.default_rng(i))
+    return Case(source, mutation, i, os.path.basename(source), data)
 
 
-def _fuzz(count: int) -> tuple[list[tuple[Case, str, dict]], float]:
-    cases = _cases(count)
+# Cases that once misbehaved, replayed by the default run: (case number, seed file, what it was).
+FINDINGS = (
+    (
+        766,
+        "astronaut.dng",
+        "LibRaw saw a monochrome sensor: its 1-channel demosaic made Pillow raise TypeError",
+    ),
+    (2619, "astronaut.dng", "the same, another mutation"),
+)
+
+
+def _fuzz(numbers: list[int]) -> tuple[list[tuple[Case, str, dict]], float]:
+    seeds = _seed_files()
+    cases = [_case(i, seeds) for i in numbers]
     sandbox = Sandbox(WORKERS)
     started = time.monotonic()
     try:
@@ -242,16 +248,22 @@ pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"no sample photos 
 
 
 def test_mutated_real_files_never_crash_hang_or_raise_anything_but_shoebox_errors() -> None:
-    results, seconds = _fuzz(DEFAULT_CASES)
+    results, seconds = _fuzz(list(range(DEFAULT_CASES)))
     print("\n" + _summary(results, seconds))
     assert len(results) == DEFAULT_CASES
     findings = _findings(results)
     assert not findings, f"{len(findings)} cases misbehaved:\n" + "\n".join(findings[:50])
 
 
+def test_past_findings_now_decode_or_fail_with_a_shoebox_error() -> None:
+    results, _ = _fuzz([number for number, _, _ in FINDINGS])
+    assert [case.seed_file for case, _, _ in results] == [seed_file for _, seed_file, _ in FINDINGS]
+    assert not _findings(results)
+
+
 @pytest.mark.long
 def test_thousands_of_mutated_real_files_never_crash_hang_or_raise_anything_but_shoebox_errors() -> None:
-    results, seconds = _fuzz(LONG_CASES)
+    results, seconds = _fuzz(list(range(LONG_CASES)))
     print("\n" + _summary(results, seconds))
     findings = _findings(results)
     assert not findings, f"{len(findings)} cases misbehaved:\n" + "\n".join(findings[:50])

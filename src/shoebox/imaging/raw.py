@@ -56,13 +56,14 @@ def decode_raw(data: bytes, filename: str, *, min_side: int | None, max_pixels: 
             small = binned_sensor(raw, min_side) if min_side else None
             if small is not None:  # still in the sensor's orientation
                 return DecodedImage(finish(small, orientation, min_side), width, height)
-            rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
+            # One channel for a monochrome sensor (Leica Monochrom, achromatic backs), else three.
+            demosaiced = _bitmap(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
         except ShoeboxError:
             raise
         except Exception as exc:
             raise raw_error(filename, f"LibRaw cannot decode its image data: {_libraw_message(exc)}") from exc
     # LibRaw has already applied `flip` to the demosaiced image.
-    return DecodedImage(finish(Image.fromarray(rgb), 1, min_side), width, height)
+    return DecodedImage(finish(demosaiced, 1, min_side), width, height)
 
 
 # Rec. 709 transfer curve, LibRaw's default output gamma (2.222, slope 4.5).
