@@ -206,6 +206,7 @@ FINDINGS = (
         "LibRaw saw a monochrome sensor: its 1-channel demosaic made Pillow raise TypeError",
     ),
     (2619, "astronaut.dng", "the same, another mutation"),
+    (7855, "astronaut.dng", "a TIFF tag with a count of 0 made check_raw_structure raise IndexError"),
 )
 
 

@@ -212,7 +212,7 @@ def is_tiff_raw(data: bytes) -> bool:
         ifds = tiff_ifds(data)
     except (struct.error, ValueError, IndexError):
         return False
-    return any(_DNG_VERSION in tags or tags.get(262, [0])[0] in _RAW_PHOTOMETRICS for tags in ifds)
+    return any(_DNG_VERSION in tags or _first(tags, 262, 0) in _RAW_PHOTOMETRICS for tags in ifds)
 
 
 def check_raw_structure(data: bytes, filename: str) -> None:
@@ -235,7 +235,7 @@ def check_raw_structure(data: bytes, filename: str) -> None:
     # Only DNG's specification ties the byte counts to the pixel format; other makers' TIFFs vary.
     is_dng = any(_DNG_VERSION in tags for tags in ifds)
     for tags in ifds:
-        if tags.get(262, [0])[0] not in _RAW_PHOTOMETRICS:
+        if _first(tags, 262, 0) not in _RAW_PHOTOMETRICS:
             continue
         offsets = tags.get(273) or tags.get(324) or []
         counts = tags.get(279) or tags.get(325) or []
@@ -249,10 +249,10 @@ def check_raw_structure(data: bytes, filename: str) -> None:
             )
         if not is_dng:
             continue
-        width, height = tags.get(256, [0])[0], tags.get(257, [0])[0]
-        samples = tags.get(277, [1])[0]
-        bits = tags.get(258, [16])[0]
-        compression = tags.get(259, [1])[0]
+        width, height = _first(tags, 256, 0), _first(tags, 257, 0)
+        samples = _first(tags, 277, 1)
+        bits = _first(tags, 258, 16)
+        compression = _first(tags, 259, 1)
         if compression == 1:
             floor = width * height * samples * bits // 8
         elif compression == 7:
@@ -266,6 +266,12 @@ def check_raw_structure(data: bytes, filename: str) -> None:
                 f"RAW image data missing or truncated: {stored:,} bytes cannot hold {width}x{height} pixels "
                 f"(at least {floor:,} bytes needed)",
             )
+
+
+def _first(tags: dict[int, list[int]], tag: int, default: int) -> int:
+    """A tag's first value; `default` when it is absent or holds no value (a count of 0)."""
+    values = tags.get(tag)
+    return values[0] if values else default
 
 
 _TIFF_TYPE_FORMATS = {1: "B", 3: "H", 4: "I", 13: "I", 16: "Q"}
