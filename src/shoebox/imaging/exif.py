@@ -130,6 +130,10 @@ def _tiff_tags(data: bytes) -> _Tags:
 
 def _pillow_tags(data: bytes, kind: str) -> _Tags:
     with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS[kind]) as img:
+        # Pillow's PNG getexif() decodes every pixel to look for an eXIf chunk after the image
+        # data: skip that second decode when the file holds no such chunk at all.
+        if kind == "png" and b"eXIf" not in data and not {"exif", "Raw profile type exif"} & img.info.keys():
+            return _Tags()
         return _Tags.of(img.getexif())
 
 
