@@ -16,8 +16,9 @@
          back to its model is a rollback that only catches up what changed since. DELETE
          /collections/{name}/models/{model} drops it.
 
-Priority: the ML service serves text queries before image batches on each model's lane, and a
-migration keeps one batch in flight (an ingest keeps several), so searches stay interactive.
+Priority: a migration keeps one batch in flight (an ingest keeps several), and the ML service's
+lanes (one per model) take turns on a device through one gate that starts no image batch while
+any lane has text queries waiting: the old model's searches go ahead of the new model's batches.
 """
 
 from __future__ import annotations
