@@ -106,7 +106,7 @@ def test_a_collection_switches_model_while_searches_and_an_ingest_go_on_then_rol
                         )
                     except APIError as exc:
                         failures.append(f"{exc.code}: {exc}")
-                    time.sleep(0.02)
+                    time.sleep(0.25)  # gaps: a migration sends its batches when searches pause
 
         searcher = threading.Thread(target=search_all_along)
         searcher.start()

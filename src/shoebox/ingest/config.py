@@ -61,6 +61,12 @@ class IngestSettings(BaseSettings):
         validation_alias=AliasChoices("SHOEBOX_ML_INFERENCE_BATCH_SIZE", "ML_INFERENCE_BATCH_SIZE"),
     )
     ml_max_inflight: int = Field(default=3, description="Batches in flight to the ML services at once.")
+    migration_batch: int = Field(
+        default=2,
+        ge=1,
+        description="Images per ML request of a model migration (one in flight): a search waits at most "
+        "for one such batch, so small keeps searches interactive during a migration.",
+    )
     ml_unavailable_timeout_s: float = Field(
         default=120.0, description="ML down longer than this fails the job."
     )

@@ -11,6 +11,7 @@ from typing import IO
 
 from fastapi import Request
 
+from shoebox.ingest.activity import SearchActivity
 from shoebox.ingest.browse import Browse
 from shoebox.ingest.cache import EmbeddingCache
 from shoebox.ingest.catalog import Catalog
@@ -70,10 +71,17 @@ class ServiceContext:
     browse: Browse | None = field(default=None, repr=False)
     migrations: Migrations = field(init=False, repr=False)
     housekeeping: Housekeeping = field(init=False, repr=False)
+    activity: SearchActivity = field(default_factory=SearchActivity, repr=False)
 
     def __post_init__(self) -> None:
         self.migrations = Migrations(
-            self.settings, self.catalog, self.store, self.ml, self.thumbs_dir, self.jobs.collection_lock
+            self.settings,
+            self.catalog,
+            self.store,
+            self.ml,
+            self.thumbs_dir,
+            self.jobs.collection_lock,
+            self.activity,
         )
         if self.browse is None:
             self.browse = Browse.open(

@@ -16,9 +16,10 @@
          back to its model is a rollback that only catches up what changed since. DELETE
          /collections/{name}/models/{model} drops it.
 
-Priority: a migration keeps one batch in flight (an ingest keeps several), and the ML service's
-lanes (one per model) take turns on a device through one gate that starts no image batch while
-any lane has text queries waiting: the old model's searches go ahead of the new model's batches.
+Priority, searches first: a migration sends one small batch at a time (`migration_batch`), each
+only once searches have been quiet for a moment (`activity.SearchActivity`, bounded), from decoder
+threads at a low CPU priority; and the ML service's lanes (one per model) take turns on a device
+through one gate that starts no image batch while any lane has text queries waiting.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shoebox.ingest.activity import SearchActivity
 from shoebox.ingest.catalog import Catalog, Generation, MigrationRecord, utc_now
 from shoebox.ingest.config import IngestSettings
 from shoebox.ingest.ml_client import BatchFile, MLClient
@@ -46,6 +48,11 @@ _LOOKUP_PAGE = 256
 # Decoders of one migration: enough to keep the ML service busy on a small machine, few enough
 # to leave the ingest (and searches) their share of the CPU.
 _DECODERS = 2
+# Nice value of the migration's decoder threads (0 normal, 19 lowest).
+_NICE = 10
+# Before each batch, wait for searches to have been quiet this long, but never longer than that.
+_QUIET_S = 0.2
+_MAX_YIELD_S = 2.0
 _FINISHED = ("completed", "failed", "cancelled")
 
 
@@ -74,6 +81,7 @@ class Migrations:
         ml: MLClient,
         thumbs_dir: Path,
         collection_lock: Callable[[str], threading.Lock],
+        activity: SearchActivity | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -81,6 +89,7 @@ class Migrations:
         self.ml = ml
         self.thumbs_dir = thumbs_dir
         self._collection_lock = collection_lock
+        self.activity = activity or SearchActivity()
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
         self._cancels: dict[str, threading.Event] = {}
@@ -323,9 +332,14 @@ class _Worker:
         self.counts["failed"] = 0
         self.catalog.update_migration(m.migration_id, total=len(contents), done=len(contents) - len(missing))
         done = len(contents) - len(missing)
-        size = max(1, self.ml.batch_size(m.model_name))
-        with ThreadPoolExecutor(_DECODERS, thread_name_prefix="migrate-decode") as pool:
+        # Small batches: a text query waits for the batch on the device to end (the ML service's
+        # device gate), so the batch size bounds what a migration adds to a search's latency.
+        size = max(1, min(self.owner.settings.migration_batch, self.ml.batch_size(m.model_name)))
+        with ThreadPoolExecutor(_DECODERS, thread_name_prefix="migrate-decode", initializer=_background) as pool:
             for batch in _chunks(missing, size):
+                # Searches first: the next batch waits for a quiet moment (bounded, so a steady
+                # search load slows a migration down without stopping it).
+                self.owner.activity.wait_quiet(_QUIET_S, _MAX_YIELD_S, self.stop)
                 if self.stop():
                     break
                 done += self._embed(batch, pool)
@@ -454,6 +468,15 @@ class _Worker:
             self.store.after_writes(m.store_name)
         except Exception:  # an index is an optimisation: the switch stands
             log.exception("index build after the migration of %s", m.collection)
+
+
+def _background() -> None:
+    """Lower this thread's CPU priority (Linux: a thread is a task with its own nice value): the
+    migration's decodes then take what searches and ingests leave of the cores."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _NICE)
+    except (AttributeError, OSError):  # another OS, or not allowed: full priority, still correct
+        pass
 
 
 def _chunks(items: list[Source], size: int) -> Iterator[list[Source]]:

@@ -11,13 +11,14 @@ import functools
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from shoebox.ingest import duplicates as duplicates_mod
 from shoebox.ingest import language, search
 from shoebox.ingest import query as combined
+from shoebox.ingest.activity import searching
 from shoebox.ingest.context import ServiceContext
 from shoebox.ingest.search import (
     CollectionRef,
@@ -137,7 +138,7 @@ def _language_warnings(ctx: ServiceContext, texts: list[str], model: str) -> lis
     return list(found.values())
 
 
-@router.post("/api/v1/search/text", response_model=TextSearchResponse)
+@router.post("/api/v1/search/text", response_model=TextSearchResponse, dependencies=[Depends(searching)])
 async def search_text(body: TextSearchRequest, request: Request, response: Response) -> TextSearchResponse:
     """Images ranked by cosine similarity to a text, optionally filtered; `limit`/`offset` page.
 
@@ -175,7 +176,7 @@ async def search_text(body: TextSearchRequest, request: Request, response: Respo
     return answer
 
 
-@router.post("/api/v1/search/image", response_model=SearchResponse)
+@router.post("/api/v1/search/image", response_model=SearchResponse, dependencies=[Depends(searching)])
 async def search_image(
     request: Request,
     file: Annotated[UploadFile, File(description="A photo in any supported format, RAW included.")],
@@ -286,7 +287,7 @@ def _errors(exc: ValidationError) -> str:
     )
 
 
-@router.post("/api/v1/search/query", response_model=QueryResponse, openapi_extra=_QUERY_BODY)
+@router.post("/api/v1/search/query", response_model=QueryResponse, openapi_extra=_QUERY_BODY, dependencies=[Depends(searching)])
 async def search_query(request: Request, response: Response) -> QueryResponse:
     """Images ranked by a combined query: weighted texts, stored images and uploads (negative = "not").
 
@@ -404,7 +405,7 @@ def _parse_filters(raw: str | None) -> search.SearchFilters | None:
         raise ShoeboxError(ErrorCode.VALIDATION, f"filters: {exc}") from exc
 
 
-@router.get("/api/v1/images/{image_id}/similar", response_model=SearchResponse)
+@router.get("/api/v1/images/{image_id}/similar", response_model=SearchResponse, dependencies=[Depends(searching)])
 async def similar_images(
     image_id: str,
     request: Request,
