@@ -17,7 +17,7 @@ class IngestSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Bind address (the CLI passes --host).")
     port: int = Field(default=8002, description="Port of the ingestion service (the CLI passes --port).")
-    api_key: str | None = Field(default=None, description="When set, every /api/v1 route needs X-API-Key.")
+    api_key: str | None = Field(default=None, description="When set, every path but /health and the API docs needs X-API-Key.")
 
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Catalog, thumbnails, cache, the embedded vector store."

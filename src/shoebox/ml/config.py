@@ -17,7 +17,7 @@ class MLSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Bind address (the CLI passes --host).")
     port: int = Field(default=8001, description="Port of the ML service (the CLI passes --port).")
-    api_key: str | None = Field(default=None, description="When set, every /api/v1 route needs X-API-Key.")
+    api_key: str | None = Field(default=None, description="When set, every path but /health and the API docs needs X-API-Key.")
 
     model_name: str = Field(
         default="ViT-B-32__openai", description="Model folder name in the Immich/OpenCLIP ONNX layout."
