@@ -6,8 +6,9 @@ ML service, the ingestion service, the CLI and the tests alike.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -172,8 +173,17 @@ def same_model(recorded: str | None, model_id: str | None) -> bool:
     return "@" not in recorded and model_id.rsplit("@", 1)[0] == recorded
 
 
-def find_model(models: list[ModelInfo], name: str) -> ModelInfo | None:
-    """By id first; by name only when one hosted model has it (two exports of one name need the id)."""
+class NamedModel(Protocol):
+    model_id: str
+    model_name: str
+
+
+M = TypeVar("M", bound=NamedModel)
+
+
+def find_model(models: Sequence[M], name: str) -> M | None:
+    """By id first; by name only when one hosted model has it (two exports of one name need the id).
+    `models`: anything with a `model_id` and a `model_name` (a ModelInfo, a loaded ClipModel)."""
     for m in models:
         if m.model_id == name:
             return m

@@ -22,18 +22,15 @@ from shoebox.cli.common import err, fail, models_app, out, print_json
 
 def _hosted() -> dict[str, dict[str, Any]]:
     """Models a running ML service hosts, by name (nothing when none answers)."""
-    import httpx
-
+    from shoebox.client import APIError, ShoeboxClient
     from shoebox.ml.config import MLSettings
 
     settings = MLSettings()
-    url = f"http://{settings.host}:{settings.port}/api/v1/capabilities"
-    headers = {"X-API-Key": settings.api_key} if settings.api_key else {}
+    url = f"http://{settings.host}:{settings.port}"
     try:
-        r = httpx.get(url, headers=headers, timeout=2.0)
-        r.raise_for_status()
-        models = r.json().get("models") or []
-    except (httpx.HTTPError, ValueError):
+        with ShoeboxClient(url, settings.api_key, timeout=2.0, connect_timeout=2.0) as ml:
+            models = ml.get("/api/v1/capabilities").get("models") or []
+    except APIError:
         return {}
     return {m["model_name"].split(":", 1)[-1]: m for m in models}
 
@@ -102,7 +99,7 @@ def models_pull(
     """Download a model into the model cache, with a progress bar (from SHOEBOX_MODEL_SOURCE when set)."""
     from shoebox.ml.config import MLSettings
     from shoebox.ml.models.catalogue import lookup
-    from shoebox.ml.models.download import ModelUnavailableError, fetch_model, is_complete, missing_files
+    from shoebox.ml.models.download import ModelUnavailableError, fetch_model, is_complete
 
     settings = MLSettings()
     if lookup(name) is None:
@@ -128,6 +125,8 @@ def models_pull(
     task = progress.add_task("pull", total=None)
 
     def advance(done: int, total: int) -> None:
+        if not progress.live.is_started:  # drawn from the first bytes copied: a refusal is one line
+            progress.start()
         progress.update(task, completed=done, total=total)
 
     try:
@@ -135,12 +134,11 @@ def models_pull(
             err.print(f"downloading {name} from {settings.model_repo_prefix}/{name} on the Hugging Face hub…")
             path = fetch_model(name, target, settings)
         else:
-            source = Path(settings.model_source).expanduser() / name
-            if not is_complete(source):  # said in one line, before any bar is drawn
-                missing = ", ".join(missing_files(source)) if source.is_dir() else "the folder itself"
-                fail(f"{source} is not a model folder (missing {missing})")
-            with progress:
+            try:
                 path = fetch_model(name, target, settings, progress=advance)
+            finally:
+                if progress.live.is_started:
+                    progress.stop()
     except ModelUnavailableError as exc:
         fail(exc.message)
     if json_out:

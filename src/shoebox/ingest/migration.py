@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -163,11 +164,8 @@ class Migrations:
         rec = self.catalog.get_collection(collection)
         if rec is None:
             raise ShoeboxError(ErrorCode.NOT_FOUND, f"no collection {collection!r}")
-        found = [
-            g
-            for g in self.catalog.generations(collection)
-            if g.model_name == model or same_model(model, g.model_name) and "@" not in model
-        ]
+        # By id, or by bare name: `same_model`, as a collection's model is matched everywhere.
+        found = [g for g in self.catalog.generations(collection) if same_model(model, g.model_name)]
         if not found:
             raise ShoeboxError(
                 ErrorCode.NOT_FOUND, f"collection {collection!r} keeps no embeddings of {model!r}"
@@ -499,8 +497,6 @@ def migration_status(m: MigrationRecord) -> dict[str, Any]:
     """The answer of GET /collections/{name}/migrate, shaped like a job's."""
     elapsed = None
     if m.started_at:
-        from datetime import datetime
-
         end = datetime.fromisoformat(m.finished_at) if m.finished_at else None
         start = datetime.fromisoformat(m.started_at)
         elapsed = ((end or datetime.now(start.tzinfo)) - start).total_seconds()

@@ -5,26 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 import uvicorn
 
 from shoebox.binding import refusal, warn_if_open
 from shoebox.ml.config import MLSettings
 from shoebox.ml.models.download import ModelUnavailableError, resolve_model_dir
-
-
-def _listed_twice(model_dirs: list[Path]) -> str | None:
-    """Two entries that are one model (a link, a copy in a folder of the same name), if any."""
-    from shoebox.ml.models.clip import ClipModel
-
-    seen: dict[str, Path] = {}
-    for model_dir in model_dirs:
-        model_id = ClipModel(model_dir).model_id
-        if model_id in seen:
-            return f"{seen[model_id]} and {model_dir} are both {model_id}"
-        seen[model_id] = model_dir
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except ModelUnavailableError as exc:
         print(f"shoebox-ml: error: {exc.message}", file=sys.stderr)
         return 2
-    if (twice := _listed_twice(model_dirs)) is not None:
+    from shoebox.ml.models.clip import listed_twice
+
+    if (twice := listed_twice(model_dirs)) is not None:
         print(f"shoebox-ml: error: SHOEBOX_MODELS lists one model twice: {twice}", file=sys.stderr)
         return 2
     settings = settings.model_copy(

@@ -33,7 +33,7 @@ from shoebox.http import install_api_key, install_error_handlers
 from shoebox.ml.capabilities import ProbeResult, measure_safe_batch
 from shoebox.ml.captioning import Captioner, NoCaptioner
 from shoebox.ml.config import MLSettings
-from shoebox.ml.models.clip import ClipModel
+from shoebox.ml.models.clip import ClipModel, listed_twice
 from shoebox.ml.models.download import resolve_model_dir
 from shoebox.ml.prepare import Prepared, prepare_image
 from shoebox.ml.scheduler import DeviceGate, InferenceScheduler, Ticket
@@ -146,20 +146,18 @@ class MLRuntime:
 
     @classmethod
     def start(cls, settings: MLSettings) -> MLRuntime:
+        model_dirs = [resolve_model_dir(settings, entry) for entry in settings.model_entries()]
+        if (twice := listed_twice(model_dirs)) is not None:
+            raise ShoeboxError(ErrorCode.VALIDATION, f"SHOEBOX_MODELS lists one model twice: {twice}")
         lanes: list[ModelLane] = []
         gates: dict[str, DeviceGate] = {}  # one per device: its lanes take turns, texts first
         try:
-            for entry in settings.model_entries():
-                lanes.append(ModelLane.start(resolve_model_dir(settings, entry), settings, gates))
+            for model_dir in model_dirs:
+                lanes.append(ModelLane.start(model_dir, settings, gates))
         except BaseException:
             for lane in lanes:
                 lane.scheduler.close()
             raise
-        ids = [lane.model.model_id for lane in lanes]
-        if len(set(ids)) != len(ids):
-            for lane in lanes:
-                lane.scheduler.close()
-            raise ShoeboxError(ErrorCode.VALIDATION, f"SHOEBOX_MODELS lists one model twice: {ids}")
         pool = ThreadPoolExecutor(max(1, settings.decode_workers), thread_name_prefix="decode")
         for lane in lanes:
             log.info(
@@ -202,16 +200,15 @@ class MLRuntime:
         """The lane of the model `name` names (id, or name when unambiguous); None = the default."""
         if name is None or name == "":
             return self.lanes[0]
-        infos = [lane.info(default=i == 0) for i, lane in enumerate(self.lanes)]
-        found = find_model(infos, name)
+        found = find_model([lane.model for lane in self.lanes], name)
         if found is None:
-            hosted = ", ".join(info.model_id for info in infos)
+            hosted = [lane.model.model_id for lane in self.lanes]
             raise ShoeboxError(
                 ErrorCode.MODEL_NOT_FOUND,
-                f"this ML service does not host model {name!r} (it hosts: {hosted})",
-                hosted=[info.model_id for info in infos],
+                f"this ML service does not host model {name!r} (it hosts: {', '.join(hosted)})",
+                hosted=hosted,
             )
-        return self.lanes[[info.model_id for info in infos].index(found.model_id)]
+        return next(lane for lane in self.lanes if lane.model is found)
 
     def capabilities(self) -> MLCapabilities:
         default = self.lanes[0]

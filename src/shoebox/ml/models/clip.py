@@ -233,3 +233,17 @@ class ClipModel(InferenceModel):
             for start in range(0, len(texts), step)
         ]
         return _l2_normalise(np.concatenate(rows))
+
+
+def listed_twice(model_dirs: list[Path]) -> str | None:
+    """Two folders that hold one model (a link, a copy in a folder of the same name), if any.
+
+    Reads configs and identities only (no session is built), so a service can say it before it loads.
+    """
+    seen: dict[str, Path] = {}
+    for model_dir in model_dirs:
+        model_id = ClipModel(model_dir).model_id
+        if model_id in seen:
+            return f"{seen[model_id]} and {model_dir} are both {model_id}"
+        seen[model_id] = model_dir
+    return None
