@@ -37,9 +37,9 @@ from bench.corpus import Corpus, _model_ready
 from bench.ingest import _fresh, _job_note, _slim
 from bench.ml import query_texts
 from bench.report import Report, Row
-from bench.services import JobRun, RssSampler, Workspace, run_ingest_job, running, start_ingest
+from bench.services import JobRun, RssSampler, Workspace, run_ingest_job, running, start_ingest, start_ml
 from shoebox.client import ShoeboxClient
-from shoebox.launcher import ServiceProcess, start_service
+from shoebox.launcher import ServiceProcess
 
 SECTION = "migrate"
 MiB = 1024**2
@@ -99,26 +99,6 @@ def file_set(ws: Workspace, corpus: Corpus, n: int) -> Path:
         except OSError:
             shutil.copy2(src, dst)
     return folder
-
-
-def start_ml_models(
-    ws: Workspace, model_dirs: list[Path], name: str, timeout: float = 900.0
-) -> tuple[ServiceProcess, float]:
-    """`start_ml` with several models (`SHOEBOX_MODELS`, the first the default): each its own lane
-    and safe-batch probe. Returns the service and the seconds until it answered model_loaded."""
-    env = {
-        **ws.base_env(),
-        "SHOEBOX_MODELS": ",".join(str(d) for d in model_dirs),
-        "SHOEBOX_PROBE_CACHE_DIR": str(ws.probe_cache),
-    }
-    t0 = time.monotonic()
-    svc = start_service("ml", env=env, log_path=ws.root / f"{name}.log")
-    try:
-        svc.wait_healthy(timeout=timeout, require="model_loaded")
-    except Exception:
-        svc.kill9()
-        raise
-    return svc, time.monotonic() - t0
 
 
 # ---------------------------------------------------------------- searches
@@ -287,7 +267,7 @@ def run(report: Report, ws: Workspace, corpus: Corpus, quick: bool, log: Callabl
     try:
         model_b = ensure_model_b(corpus, log)
         folder = file_set(ws, corpus, n)
-        ml, startup = start_ml_models(ws, [corpus.vit_b_32, model_b], "ml-two-models")
+        ml, startup = start_ml(ws, [corpus.vit_b_32, model_b], "ml-two-models", timeout=900.0)
     except Exception as exc:  # noqa: BLE001 - the other sections' rows still stand
         report.errors.append(f"migrate: setup: {exc!r}")
         log(f"migrate: setup FAILED: {exc!r}")

@@ -37,12 +37,15 @@ class Workspace:
 
 
 def start_ml(
-    ws: Workspace, model_dir: Path, name: str, timeout: float = 600.0
+    ws: Workspace, model_dir: Path | list[Path], name: str, timeout: float = 600.0
 ) -> tuple[ServiceProcess, float]:
-    """Start the ML service on `model_dir`; returns it and the seconds until it answered model_loaded."""
+    """Start the ML service on `model_dir` (a list: several models, `SHOEBOX_MODELS`, the first the
+    default, each its own lane and probe); returns it and the seconds until it answered model_loaded."""
+    models = {"SHOEBOX_MODELS": ",".join(str(d) for d in model_dir)} if isinstance(model_dir, list) else {}
     env = {
         **ws.base_env(),
-        "SHOEBOX_MODEL_DIR": str(model_dir),
+        "SHOEBOX_MODEL_DIR": str(model_dir[0] if isinstance(model_dir, list) else model_dir),
+        **models,
         # The safe-batch probe is cached per (model, device, runtime): the first run pays for it once.
         "SHOEBOX_PROBE_CACHE_DIR": str(ws.probe_cache),
     }

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -108,6 +110,19 @@ class Library:
     @property
     def total(self) -> int:
         return len(self.good) + len(self.copies) + len(self.bad)
+
+
+def run_cli(url: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`shoebox ARGS` as a user runs it, against the ingestion service at `url`, with none of this
+    process's SHOEBOX_ settings and a wide terminal (no path in a table is folded)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOEBOX_")}
+    return subprocess.run(
+        [sys.executable, "-m", "shoebox.cli", *args],
+        env={**env, "SHOEBOX_URL": url, "COLUMNS": "220"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def write_photos(

@@ -9,7 +9,6 @@ nothing of it, and never does.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from servers import FOLLOW, ServiceProcess, ShoeboxClient, connect, start_ingest, start_ml, write_photos
+from servers import (
+    FOLLOW,
+    ServiceProcess,
+    ShoeboxClient,
+    connect,
+    run_cli,
+    start_ingest,
+    start_ml,
+    write_photos,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
 
@@ -36,14 +44,7 @@ class Library:
     url: str
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOEBOX_")}
-        return subprocess.run(
-            [sys.executable, "-m", "shoebox.cli", *args],
-            env={**env, "SHOEBOX_URL": self.url, "COLUMNS": "220"},
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        return run_cli(self.url, *args)
 
 
 def _library(ml: ServiceProcess, base: Path) -> Iterator[Library]:

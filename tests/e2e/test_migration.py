@@ -9,17 +9,14 @@ the switch is atomic, and that every file ends in the new collection exactly onc
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from servers import FOLLOW, connect, start_ingest, start_ml, write_photos
+from servers import FOLLOW, connect, run_cli, start_ingest, start_ml, write_photos
 from shoebox.client import APIError
 from shoebox.ingest.catalog import Catalog
 from shoebox.store import point_id
@@ -265,42 +262,31 @@ def test_a_cancelled_migration_leaves_the_collection_as_it_was(ml_two, tmp_path)
     shutil.rmtree(tmp_path / "data", ignore_errors=True)
 
 
-def _shoebox(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOEBOX_")}
-    return subprocess.run(
-        [sys.executable, "-m", "shoebox.cli", *args],
-        env={**env, "SHOEBOX_URL": url, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_the_cli_creates_a_collection_with_a_model_migrates_it_and_drops_the_old_one(ml_two, tmp_path):
     model_a, model_b = _ids(ml_two)
     root = tmp_path / "photos"
     write_photos(root, 6, seed=40)
     ingest = start_ingest(tmp_path / "data", [ml_two.url], [root])
     try:
-        created = _shoebox(ingest.url, "collections", "create", "cli", "--model", model_b, "--json")
+        created = run_cli(ingest.url, "collections", "create", "cli", "--model", model_b, "--json")
         assert created.returncode == 0, created.stderr
         assert json.loads(created.stdout)["model_name"] == model_b
         assert connect(ingest.url).ingest_and_follow(root, "cli", **FOLLOW).status == "completed"
         assert connect(ingest.url).collection_info("cli")["model_name"] == model_b  # not the default A
 
-        migrated = _shoebox(ingest.url, "collections", "migrate", "cli", "--model", model_a, "--json")
+        migrated = run_cli(ingest.url, "collections", "migrate", "cli", "--model", model_a, "--json")
         assert migrated.returncode == 0, migrated.stderr
         status = json.loads(migrated.stdout)
         assert status["status"] == "completed" and status["done"] == status["total"] == 6
 
-        shown = _shoebox(ingest.url, "collections", "migration", "cli")
+        shown = run_cli(ingest.url, "collections", "migration", "cli")
         assert shown.returncode == 0 and "completed" in shown.stdout and model_a in shown.stdout
 
-        dropped = _shoebox(ingest.url, "collections", "drop-model", "cli", model_b)
+        dropped = run_cli(ingest.url, "collections", "drop-model", "cli", model_b)
         assert dropped.returncode == 0, dropped.stderr
         assert [m["state"] for m in connect(ingest.url).collection_info("cli")["models"]] == ["active"]
 
-        unknown = _shoebox(ingest.url, "collections", "migrate", "cli", "--model", "no-such-model")
+        unknown = run_cli(ingest.url, "collections", "migrate", "cli", "--model", "no-such-model")
         assert unknown.returncode != 0 and "ERR_MODEL_NOT_FOUND" in unknown.stderr + unknown.stdout
     finally:
         ingest.stop()

@@ -10,9 +10,7 @@ the shots of one scene stays high even with random weights.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from servers import FOLLOW, ServiceProcess, ShoeboxClient, connect, start_ingest
+from servers import FOLLOW, ServiceProcess, ShoeboxClient, connect, run_cli, start_ingest
 
 COLLECTION = "tiers"
 BURST_START = datetime(2022, 6, 1, 12, 0, 0)
@@ -35,14 +33,7 @@ class Library:
     ids: dict[str, str]  # file name → point id
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOEBOX_")}
-        return subprocess.run(
-            [sys.executable, "-m", "shoebox.cli", *args],
-            env={**env, "SHOEBOX_URL": self.url, "COLUMNS": "220"},
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        return run_cli(self.url, *args)
 
     def cli_json(self, *args: str) -> dict:
         result = self.cli(*args, "--json")

@@ -11,43 +11,28 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pipeline_failsafe import FakeML, _folder, _run
+from test_pipeline_failsafe import FakeML, _folder, _run, open_service  # noqa: F401  (shared fixture)
 
 from shoebox.devtools import photos
 from shoebox.ingest import scan
 from shoebox.ingest.catalog import Catalog, FileOutcome
-from shoebox.ingest.config import IngestSettings
 from shoebox.ingest.context import ServiceContext
 from shoebox.protocol import ErrorCode, JobStatus, Outcome
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Callable[..., ServiceContext]]:
-    opened: list[ServiceContext] = []
+def service(open_service, tmp_path: Path) -> Callable[..., ServiceContext]:  # noqa: F811  (imported fixture)
+    """The fail-safe tests' service, its allowed root a folder of tmp_path: what is beside it is outside."""
 
     def open_(ml: Any, **overrides: Any) -> ServiceContext:
-        settings = IngestSettings(
-            **{
-                "data_dir": tmp_path / "data",
-                "ingest_roots": [tmp_path / "root"],
-                "hash_workers": 2,
-                "prepare_workers": 2,
-                **overrides,
-            }
-        )
-        ctx = ServiceContext.open(settings, ml=ml)
-        opened.append(ctx)
-        return ctx
+        return open_service(ml, **{"ingest_roots": [tmp_path / "root"], **overrides})
 
-    yield open_
-    for ctx in opened:
-        ctx.ml.close()
-        ctx.close()
+    return open_
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -100,11 +100,13 @@ def open_service(tmp_path: Path) -> Iterator[Callable[..., ServiceContext]]:
 
     def open_(ml: Any, **overrides: Any) -> ServiceContext:
         settings = IngestSettings(
-            data_dir=tmp_path / "data",
-            ingest_roots=[tmp_path],
-            hash_workers=2,
-            prepare_workers=2,
-            **overrides,
+            **{
+                "data_dir": tmp_path / "data",
+                "ingest_roots": [tmp_path],
+                "hash_workers": 2,
+                "prepare_workers": 2,
+                **overrides,
+            }
         )
         ctx = ServiceContext.open(settings, ml=ml)
         opened.append(ctx)
